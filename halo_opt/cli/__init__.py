@@ -1,0 +1,74 @@
+"""Command-line interface (typer). Composes the stages; holds no logic of its own.
+
+Exit codes: 0 success, 1 failure (a bug or an environment problem), 2 user error
+(bad flag, missing file, infeasible budget...), always as one clear line on stderr.
+Each stage registers its command from its own module ``halo_opt/cli/<stage>.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from ..errors import UserError
+
+app = typer.Typer(
+    name="halo-opt",
+    help="Hardware-aware quantization planner: per-code MAC timing/energy -> Hessian error budgets -> exact MIP plans.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: command modules, in the order of the data flow; each defines commands on ``app``.
+COMMAND_MODULES = ["characterize", "calibrate", "costs", "plan", "execute", "report", "demo", "models"]
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit (2 = user error)."""
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the typer app, mapping errors to one line + exit code."""
+    _register()
+    debug = bool(os.environ.get("HALO_OPT_DEBUG"))
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        if debug:
+            raise
+        fail(str(e), 2)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 1)
+    except Exception as e:  # click usage errors and failures
+        import click
+
+        if isinstance(e, click.exceptions.UsageError):
+            fail(f"{e.format_message()} (see `halo-opt {(e.ctx.info_name + ' ') if e.ctx and e.ctx.parent else ''}--help`)", 2)
+        if isinstance(e, click.exceptions.Abort):
+            fail("aborted", 1)
+        if isinstance(e, click.exceptions.Exit):
+            raise SystemExit(e.exit_code)
+        if debug:
+            raise
+        fail(f"{type(e).__name__}: {e} (set HALO_OPT_DEBUG=1 for the traceback)", 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
