@@ -1,0 +1,231 @@
+"""Codebooks: restricted sets of weight codes, each with its delay and energy.
+
+A codebook ``c`` is a sorted tuple of integer codes that always contains 0. Its critical-path
+delay is the max over its codes, ``d_c = max_{q∈c} d(q)`` (ps), and its energy is the mean
+per-MAC energy of its codes, ``E_c = mean_{q∈c} E(q)`` (fJ; uniform code usage assumed,
+the executor reports the realised value from the code histogram).
+
+Families built from a :class:`~halo_opt.hardware.profile.MacProfile`:
+
+* ``full``: every code (the hardware-agnostic grid).
+* threshold ``C(τ) = {q : d(q) ≤ τ}`` over a ladder of τ (delay quantiles);
+* energy-ranked ``E(κ) = {q : E(q) ≤ κ}``;
+* fixed-size ``k``-code subsets that keep a usable value range: the fastest (or most frugal)
+  set of ``k`` codes whose Gaussian quantisation error, at its best scale, stays within
+  ``mse_factor`` of the uniform ``k``-level grid's (so the set still spans the weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..artifacts import read_json, write_json
+from ..errors import UserError
+from .profile import MacProfile
+
+#: Standard-normal quantiles used to score a code set's quantisation error (deterministic).
+_GAUSS = None
+
+
+def _gauss_points(n: int = 2048) -> np.ndarray:
+    global _GAUSS
+    if _GAUSS is None:
+        from scipy.stats import norm
+
+        _GAUSS = norm.ppf((np.arange(n) + 0.5) / n)
+    return _GAUSS
+
+
+@dataclass(frozen=True)
+class Codebook:
+    """A set of allowed weight codes with its max delay (ps, at V0) and mean energy (fJ/MAC)."""
+
+    name: str
+    codes: tuple[int, ...]
+    delay_ps: float
+    energy_fj: float
+    family: str = "custom"
+
+    @property
+    def size(self) -> int:
+        return len(self.codes)
+
+    @classmethod
+    def from_codes(cls, name: str, codes: Iterable[int], profile: MacProfile, timing: str = "static", family: str = "custom") -> "Codebook":
+        """Codebook of ``codes`` with delay/energy looked up in ``profile``."""
+        codes = tuple(sorted({int(c) for c in codes}))
+        index = {int(c): i for i, c in enumerate(profile.codes)}
+        missing = [c for c in codes if c not in index]
+        if missing:
+            raise UserError(f"codebook {name!r} uses code {missing[0]} which the MAC profile lacks (codes {profile.codes.min()}..{profile.codes.max()})")
+        if 0 not in codes:
+            raise UserError(f"codebook {name!r} lacks code 0; every codebook must be able to represent zero")
+        idx = np.array([index[c] for c in codes])
+        return cls(name, codes, float(profile.delay(timing)[idx].max()), float(profile.energy[idx].mean()), family)
+
+
+def gaussian_mse(codes: Sequence[int], n_scales: int = 64) -> float:
+    """min_s E[(x − s·Q(x/s))²] for x ~ N(0,1), Q = nearest code (dimensionless, grid search over s)."""
+    c = np.asarray(sorted(set(int(v) for v in codes)), dtype=np.float64)
+    x = _gauss_points()
+    if len(c) == 1:
+        return float(np.mean((x - c[0]) ** 2))
+    span = max(abs(c[0]), abs(c[-1]))
+    s = (np.linspace(0.4, 4.5, n_scales) / span)[:, None]
+    v = x[None, :] / s
+    j = np.clip(np.searchsorted(c, v), 1, len(c) - 1)
+    lo, hi = c[j - 1], c[j]
+    q = np.where(np.abs(v - lo) <= np.abs(hi - v), lo, hi)
+    return float(np.mean((x[None, :] - s * q) ** 2, axis=1).min())
+
+
+def _uniform_grid(k: int, signed: bool) -> list[int]:
+    return list(range(-(k // 2), k - k // 2)) if signed else list(range(k))
+
+
+def _pick_k(candidates: Sequence[int], k: int, signed: bool) -> tuple[list[int], float] | None:
+    """Pick ``k`` of ``candidates`` (0 always) that best approximate a scaled uniform k-level grid.
+
+    For a few spans t, each grid point (nearest to 0 first) takes the nearest unused candidate;
+    the set with the lowest Gaussian MSE wins. Returns (codes, mse) or None if too few candidates.
+    """
+    cand = np.array(sorted(set(int(c) for c in candidates) | {0}), dtype=np.int64)
+    if len(cand) < k:
+        return None
+    grid = np.array(_uniform_grid(k, signed), dtype=np.float64)
+    grid = grid[np.argsort(np.abs(grid), kind="stable")]
+    reach = float(np.abs(cand).max())
+    best = None
+    for t in np.linspace(0.3, 1.0, 8):
+        scale = t * reach / max(np.abs(grid).max(), 1.0)
+        free = np.ones(len(cand), bool)
+        chosen = []
+        for g in grid * scale:
+            dist = np.where(free, np.abs(cand - g), np.inf)
+            i = int(np.argmin(dist))
+            free[i] = False
+            chosen.append(int(cand[i]))
+        mse = gaussian_mse(chosen)
+        if best is None or mse < best[1]:
+            best = (sorted(chosen), mse)
+    return best
+
+
+def fixed_size(profile: MacProfile, k: int, key: str = "delay", timing: str = "static", mse_factor: float = 1.5) -> Codebook | None:
+    """The fastest (``key='delay'``) or most frugal (``key='energy'``) usable ``k``-code set.
+
+    Candidates are the codes whose metric (delay or energy) is at most a threshold; the
+    smallest threshold (binary search over the distinct metric values) at which ``k``
+    candidates, including 0, reach a Gaussian quantisation MSE ≤ ``mse_factor`` × that of the
+    uniform k-level grid wins. Returns None if no such set exists.
+    """
+    codes = profile.codes
+    metric = profile.delay(timing) if key == "delay" else profile.energy
+    if k >= len(codes):
+        return None
+    signed = bool(codes.min() < 0)
+    limit = mse_factor * gaussian_mse(_uniform_grid(k, signed))
+    cuts = np.unique(metric[metric >= metric[codes == 0][0]])
+
+    def usable(cut: float):
+        pick = _pick_k(codes[metric <= cut], k, signed)
+        return pick if pick is not None and pick[1] <= limit else None
+
+    lo, hi = 0, len(cuts) - 1
+    if usable(cuts[hi]) is None:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if usable(cuts[mid]) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    name = f"{'fast' if key == 'delay' else 'frugal'}{k}"
+    return Codebook.from_codes(name, usable(cuts[lo])[0], profile, timing, family=f"k-{key}")
+
+
+def threshold_family(profile: MacProfile, n: int = 6, timing: str = "static", min_codes: int = 4) -> list[Codebook]:
+    """``C(τ) = {q : d(q) ≤ τ}`` for ``n`` delay thresholds τ at evenly spaced quantiles (≥ ``min_codes`` codes)."""
+    d = profile.delay(timing)
+    lo = np.sort(d)[min(min_codes, len(d)) - 1]
+    taus = np.unique(np.quantile(d[d >= lo], np.linspace(0, 1, n + 1)[:-1]))
+    out = []
+    for tau in taus:
+        sel = profile.codes[(d <= tau) | (profile.codes == 0)]
+        if len(sel) < len(profile.codes):
+            out.append(Codebook.from_codes(f"tau{tau:.0f}ps", sel, profile, timing, family="threshold"))
+    return out
+
+
+def energy_family(profile: MacProfile, n: int = 4, timing: str = "static", min_codes: int = 4) -> list[Codebook]:
+    """``E(κ) = {q : E(q) ≤ κ}`` for ``n`` energy thresholds κ at evenly spaced quantiles."""
+    e = profile.energy
+    lo = np.sort(e)[min(min_codes, len(e)) - 1]
+    kappas = np.unique(np.quantile(e[e >= lo], np.linspace(0, 1, n + 1)[:-1]))
+    out = []
+    for kappa in kappas:
+        sel = profile.codes[(e <= kappa) | (profile.codes == 0)]
+        if len(sel) < len(profile.codes):
+            out.append(Codebook.from_codes(f"e{kappa:.0f}fj", sel, profile, timing, family="energy"))
+    return out
+
+
+def uniform_grid(profile: MacProfile, bits: int, timing: str = "static") -> Codebook:
+    """The uniform ``bits``-bit integer grid (e.g. INT4 inside an INT8 MAC), a baseline codebook."""
+    signed = bool(profile.codes.min() < 0)
+    return Codebook.from_codes(f"int{bits}", _uniform_grid(2**bits, signed), profile, timing, family="uniform")
+
+
+def build_codebooks(profile: MacProfile, timing: str = "static", ks: Sequence[int] = (4, 8, 16, 32),
+                    n_threshold: int = 6, n_energy: int = 4) -> list[Codebook]:
+    """The standard set: full grid, uniform INT4, threshold ladder, energy family, fast/frugal k-code sets.
+
+    Duplicated code sets are kept once (first name wins).
+    """
+    books = [Codebook.from_codes("full", profile.codes, profile, timing, family="full")]
+    wbits = int(np.ceil(np.log2(len(profile.codes))))
+    if wbits > 4:
+        books.append(uniform_grid(profile, 4, timing))
+    books += threshold_family(profile, n_threshold, timing) + energy_family(profile, n_energy, timing)
+    for key in ("delay", "energy"):
+        for k in ks:
+            if k < len(profile.codes):
+                cb = fixed_size(profile, k, key, timing)
+                if cb is not None:
+                    books.append(cb)
+    seen, out = set(), []
+    for cb in books:
+        if cb.codes not in seen:
+            seen.add(cb.codes)
+            out.append(cb)
+    return out
+
+
+def save_codebooks(path: str | Path, codebooks: Sequence[Codebook], meta: dict[str, Any] | None = None) -> Path:
+    """Write ``{"meta": ..., "codebooks": [...]}`` JSON (atomic)."""
+    names = [c.name for c in codebooks]
+    if len(set(names)) != len(names):
+        raise UserError("codebook names must be unique")
+    return write_json(path, {"meta": meta or {}, "codebooks": [asdict(c) | {"codes": list(c.codes)} for c in codebooks]})
+
+
+def load_codebooks(path: str | Path) -> list[Codebook]:
+    """Read codebooks JSON (this format, or a user's own with name + codes + delay_ps + energy_fj)."""
+    raw = read_json(path, "codebooks file")
+    items = raw.get("codebooks") if isinstance(raw, dict) else raw
+    if not isinstance(items, list) or not items:
+        raise UserError(f"codebooks file {path} holds no codebook list; expected {{'codebooks': [{{'name','codes','delay_ps','energy_fj'}}]}}")
+    out = []
+    for i, it in enumerate(items):
+        try:
+            codes = tuple(sorted(int(c) for c in it["codes"]))
+            out.append(Codebook(str(it["name"]), codes, float(it["delay_ps"]), float(it.get("energy_fj", 0.0)), str(it.get("family", "custom"))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"codebooks file {path}: entry {i} is malformed ({e}); give name, codes, delay_ps, energy_fj") from None
+        if 0 not in codes:
+            raise UserError(f"codebooks file {path}: codebook {out[-1].name!r} lacks code 0")
+    return out

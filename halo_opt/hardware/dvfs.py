@@ -1,0 +1,160 @@
+"""Voltage/frequency: alpha-power-law delay scaling, DVFS level tables, timing checks.
+
+Delay at supply ``V`` (Sakurai & Newton 1990)::
+
+    d(V) = d(V0) · (V/V0) · ((V0 − Vt) / (V − Vt))^α
+
+Leakage power (subthreshold current with DIBL, first order)::
+
+    P_leak(V) = P_leak(V0) · (V/V0) · exp(dibl · (V − V0) / (n · kT/q))
+
+Dynamic energy scales as ``(V/V0)²``. A level ``v`` (``V_v``, ``f_v``) may run a codebook with
+nominal delay ``d_c`` iff ``d_c(V_v) · (1 + margin) ≤ 1/f_v``; the slack is
+``1/f_v − d_c(V_v)·(1+margin)`` (ps, negative = misses timing).
+
+DVFS tables (``data/dvfs/*.toml``) give levels relative to the nominal point: ``V = voltage_rel·V0``
+and ``f = freq_rel·f0`` with ``f0 = 1/(d_full(V0)·(1+margin))``, the clock at which the full
+code grid just meets timing at V0. Absolute clocks therefore follow the measured MAC.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..paths import data_dir
+
+KT_Q = 0.02585  # thermal voltage at 300 K, V
+
+
+@dataclass(frozen=True)
+class AlphaPowerLaw:
+    """Alpha-power-law delay and leakage scaling around the nominal supply ``v0`` (volts)."""
+
+    v0: float
+    vt: float
+    alpha: float
+    dibl: float = 0.08
+    n_sub: float = 1.5
+    name: str = "custom"
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not (0 < self.vt < self.v0):
+            raise UserError(f"voltage law {self.name}: need 0 < vt < v0, got vt={self.vt} v0={self.v0}")
+
+    def delay_scale(self, v: float) -> float:
+        """d(V)/d(V0) (dimensionless); V must exceed Vt."""
+        if v <= self.vt:
+            raise UserError(f"supply {v:.3f} V is at or below the threshold voltage {self.vt} V of law {self.name}; raise the level's voltage")
+        return (v / self.v0) * ((self.v0 - self.vt) / (v - self.vt)) ** self.alpha
+
+    def leak_scale(self, v: float) -> float:
+        """P_leak(V)/P_leak(V0) (dimensionless)."""
+        return (v / self.v0) * math.exp(self.dibl * (v - self.v0) / (self.n_sub * KT_Q))
+
+    def energy_scale(self, v: float) -> float:
+        """Dynamic energy E(V)/E(V0) = (V/V0)²."""
+        return (v / self.v0) ** 2
+
+
+@dataclass(frozen=True)
+class DvfsLevel:
+    """One voltage/frequency point: supply ``voltage_v`` (V), clock ``freq_hz`` (Hz)."""
+
+    name: str
+    voltage_v: float
+    freq_hz: float
+
+    @property
+    def period_ps(self) -> float:
+        return 1e12 / self.freq_hz
+
+
+@dataclass(frozen=True)
+class DvfsTable:
+    """Levels of one accelerator plus guard band and level-switch cost."""
+
+    name: str
+    levels: tuple[DvfsLevel, ...]
+    margin: float
+    switch_time_s: float
+    switch_energy_j: float
+    law: AlphaPowerLaw
+
+    def level(self, name: str) -> DvfsLevel:
+        for lv in self.levels:
+            if lv.name == name:
+                return lv
+        raise UserError(f"unknown DVFS level {name!r} in table {self.name}; valid: {', '.join(l.name for l in self.levels)}")
+
+    def slack_ps(self, delay_ps_v0: float, level: DvfsLevel) -> float:
+        """Timing slack (ps) of a path of nominal delay ``delay_ps_v0`` at ``level``; < 0 misses."""
+        return level.period_ps - delay_ps_v0 * self.law.delay_scale(level.voltage_v) * (1 + self.margin)
+
+    def meets(self, delay_ps_v0: float, level: DvfsLevel) -> bool:
+        return self.slack_ps(delay_ps_v0, level) >= 0.0
+
+    def fastest_level(self, delay_ps_v0: float) -> DvfsLevel | None:
+        """The highest-clock level that meets timing (ties: lowest voltage), or None."""
+        ok = [lv for lv in self.levels if self.meets(delay_ps_v0, lv)]
+        return max(ok, key=lambda lv: (lv.freq_hz, -lv.voltage_v)) if ok else None
+
+
+def _read_toml(path: Path, what: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found; check the path") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{what} {path} is not valid TOML: {e}") from None
+
+
+def load_voltage_law(name: str = "generic", path: str | Path | None = None) -> AlphaPowerLaw:
+    """A named alpha-power law from ``data/voltage_laws.toml`` (or ``path``)."""
+    path = Path(path) if path else data_dir() / "voltage_laws.toml"
+    laws = _read_toml(path, "voltage-law table")
+    if name not in laws:
+        raise UserError(f"unknown voltage law {name!r}; valid: {', '.join(laws)} (in {path})")
+    p = laws[name]
+    try:
+        return AlphaPowerLaw(v0=float(p["v0"]), vt=float(p["vt"]), alpha=float(p["alpha"]),
+                             dibl=float(p.get("dibl", 0.08)), n_sub=float(p.get("n_sub", 1.5)),
+                             name=name, source=str(p.get("source", "")))
+    except KeyError as e:
+        raise UserError(f"voltage law {name!r} in {path} lacks {e.args[0]!r}; give v0, vt and alpha") from None
+
+
+def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw) -> DvfsTable:
+    """Load a DVFS table (``data/dvfs/<name>.toml`` or a path) anchored at the MAC's full-grid delay.
+
+    ``full_delay_ps`` is the nominal-voltage delay of the full code grid (ps); it sets
+    ``f0 = 1/(full_delay_ps·(1+margin))``.
+    """
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = data_dir() / "dvfs" / f"{name_or_path}.toml"
+        if not p.is_file():
+            valid = sorted(x.stem for x in (data_dir() / "dvfs").glob("*.toml"))
+            raise UserError(f"unknown DVFS table {name_or_path!r}; valid: {', '.join(valid)} or a .toml path")
+    raw = _read_toml(p, "DVFS table")
+    if not full_delay_ps > 0:
+        raise UserError(f"full-grid delay must be positive, got {full_delay_ps} ps")
+    margin = float(raw.get("margin", 0.05))
+    f0 = 1e12 / (full_delay_ps * (1 + margin))
+    levels = []
+    for i, lv in enumerate(raw.get("levels", [])):
+        try:
+            levels.append(DvfsLevel(str(lv["name"]), float(lv["voltage_rel"]) * law.v0, float(lv["freq_rel"]) * f0))
+        except KeyError as e:
+            raise UserError(f"DVFS table {p}: level {i} lacks {e.args[0]!r}; give name, voltage_rel, freq_rel") from None
+    if not levels:
+        raise UserError(f"DVFS table {p} lists no [[levels]]; add at least the nominal level")
+    names = [lv.name for lv in levels]
+    if len(set(names)) != len(names):
+        raise UserError(f"DVFS table {p} repeats a level name; names must be unique")
+    return DvfsTable(p.stem, tuple(levels), margin, float(raw.get("switch_time_s", 0.0)),
+                     float(raw.get("switch_energy_j", 0.0)), law)
