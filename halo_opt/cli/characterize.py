@@ -1,0 +1,66 @@
+"""`halo-opt characterize`: MAC netlist -> per-code delay/energy profile, codebooks, plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+
+@app.command()
+def characterize(
+    wbits: int = typer.Option(8, help="weight bits (2..8)"),
+    abits: int = typer.Option(8, help="activation bits (2..8)"),
+    signed: bool = typer.Option(True, "--signed/--unsigned", help="two's complement operands"),
+    acc: int = typer.Option(24, help="accumulator (partial sum) width in bits"),
+    arch: str = typer.Option("array", help="multiplier architecture: array (Yosys default) or booth"),
+    liberty: Optional[Path] = typer.Option(None, help="Liberty file (.lib or .lib.gz) to map to and time with NLDM; default: built-in gate delays"),
+    netlist: Optional[Path] = typer.Option(None, help="your own netlist instead of synthesis: Yosys JSON, or structural Verilog (+ --liberty)"),
+    psums: int = typer.Option(64, help="sampled partial sums for floating-mode timing"),
+    energy_vectors: int = typer.Option(4096, help="length of the random activation stream for toggle energy"),
+    timing: str = typer.Option("static", help="delay codebooks use: static (safe case-analysis bound) or float (sensitised)"),
+    seed: int = typer.Option(0, help="seed for sampled partial sums and activation streams"),
+    workers: int = typer.Option(2, help="threads for floating-mode timing"),
+    out: Path = typer.Option(Path("runs/characterize"), help="output folder (profile.csv/.parquet/.json, codebooks.json, profile.png)"),
+) -> None:
+    """Measure per-weight-code delay and energy of a MAC (y = p + a*w) and build codebooks.
+
+    Example: halo-opt characterize --wbits 8 --abits 8 --signed --acc 24 --arch booth --liberty sky130hd_tt.lib.gz --out runs/booth
+    """
+    from rich.console import Console
+
+    from ..hardware.characterize import CharacterizeConfig, characterize as run, write_characterization
+    from ..hardware.verilog import MacSpec
+
+    cfg = CharacterizeConfig(MacSpec(wbits, abits, signed, acc, arch), liberty, netlist, psums, energy_vectors,
+                             timing=timing, seed=seed, threads=workers)
+    if timing not in ("static", "float"):
+        from ..errors import UserError
+
+        raise UserError(f"--timing {timing!r} is not one of static, float")
+    console = Console(stderr=True)
+    with console.status(f"characterizing {cfg.spec.name} ({'Liberty ' + liberty.name if liberty else 'built-in delays'})"):
+        profile, books, _ = run(cfg, progress=False)
+    write_characterization(out, profile, books, title=f"{cfg.spec.name} — {profile.meta['library']}")
+    print_summary(profile, books, console)
+    console.print(f"wrote {out}/profile.csv, codebooks.json, profile.png")
+
+
+def print_summary(profile, books, console) -> None:
+    """Delay spread and the codebook ladder as a table."""
+    from rich.table import Table
+
+    nz = profile.codes != 0
+    s, f = profile.delay("static"), profile.delay("float")
+    console.print(f"[bold]{profile.meta.get('wbits')}-bit {'signed' if profile.meta.get('signed') else 'unsigned'} "
+                  f"{profile.meta.get('arch')} MAC, {profile.meta.get('library')}, {profile.meta.get('gates')} gates[/]: "
+                  f"static delay {s[nz].min():.0f}..{s[nz].max():.0f} ps (spread {s[nz].max() / s[nz].min():.2f}x), "
+                  f"floating {f[nz].min():.0f}..{f[nz].max():.0f} ps (spread {f[nz].max() / f[nz].min():.2f}x)")
+    t = Table("codebook", "family", "codes", "delay (ps)", "energy (fJ)", "speed vs full")
+    full = books[0].delay_ps
+    for cb in books:
+        t.add_row(cb.name, cb.family, str(cb.size), f"{cb.delay_ps:.0f}", f"{cb.energy_fj:.1f}", f"{full / cb.delay_ps:.2f}x")
+    console.print(t)

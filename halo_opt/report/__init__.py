@@ -1,0 +1,1 @@
+"""Reports: plots and tables people would rather see than read."""
