@@ -68,6 +68,37 @@ class Netlist:
     def output_nets(self) -> list[int]:
         return [n for nets in self.outputs.values() for n in nets]
 
+    @property
+    def input_nets(self) -> list[int]:
+        return [n for nets in self.inputs.values() for n in nets]
+
+    def validate(self) -> None:
+        """Check the conventions above; raise ``ValueError`` naming the first violation.
+
+        Input-port bits may be tied to the constant nets 0/1 (after constant propagation);
+        nets that nothing drives and nothing reads are allowed (they stay 0 in simulation).
+        """
+        defined = {CONST0, CONST1}
+        for n in self.input_nets:
+            if not 0 <= n < self.n_nets or (n in defined and n > CONST1):
+                raise ValueError(f"input net {n} out of range or repeated")
+            defined.add(n)
+        for gi, g in enumerate(self.gates):
+            cell = self.cells.get(g.cell)
+            if cell is None:
+                raise ValueError(f"gate {gi} ({g.name}) has cell type {g.cell} missing from netlist.cells")
+            if len(g.inputs) != len(cell.inputs):
+                raise ValueError(f"gate {gi} ({g.name}) has {len(g.inputs)} inputs, cell {g.cell} has {len(cell.inputs)}")
+            for n in g.inputs:
+                if n not in defined:
+                    raise ValueError(f"gate {gi} ({g.name}) reads net {n} before it is driven (not topological)")
+            if g.output in defined or not 0 <= g.output < self.n_nets:
+                raise ValueError(f"gate {gi} ({g.name}) drives net {g.output}, already driven or out of range")
+            defined.add(g.output)
+        for n in self.output_nets:
+            if n not in defined:
+                raise ValueError(f"output net {n} has no driver")
+
 
 def _cell(name: str, pins: str, fn: str, out: str = "Y") -> Cell:
     return Cell(name, tuple(pins), out, fn)
