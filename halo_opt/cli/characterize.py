@@ -23,7 +23,7 @@ def characterize(
     energy_vectors: int = typer.Option(4096, help="length of the random activation stream for toggle energy"),
     timing: str = typer.Option("static", help="delay codebooks use: static (safe case-analysis bound) or float (sensitised)"),
     seed: int = typer.Option(0, help="seed for sampled partial sums and activation streams"),
-    workers: int = typer.Option(2, help="threads for floating-mode timing"),
+    workers: int = typer.Option(1, help="threads for floating-mode timing (numpy calls are short: 2 threads gain <10%)"),
     out: Path = typer.Option(Path("runs/characterize"), help="output folder (profile.csv/.parquet/.json, codebooks.json, profile.png)"),
 ) -> None:
     """Measure per-weight-code delay and energy of a MAC (y = p + a*w) and build codebooks.

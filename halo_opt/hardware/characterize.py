@@ -48,7 +48,7 @@ class CharacterizeConfig:
     act_hist: np.ndarray | None = None
     timing: str = "static"
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     wire_ff_per_fanout: float = 0.0
     voltage_law: str | None = None
 
