@@ -57,18 +57,34 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         fail("interrupted; rerun the same command to resume", 1)
     except Exception as e:  # click usage errors and failures
-        import click
-
-        if isinstance(e, click.exceptions.UsageError):
-            fail(f"{e.format_message()} (see `halo-opt {(e.ctx.info_name + ' ') if e.ctx and e.ctx.parent else ''}--help`)", 2)
-        if isinstance(e, click.exceptions.Abort):
+        kind = _click_kind(e)
+        if kind == "usage":
+            ctx = getattr(e, "ctx", None)
+            cmd = f"halo-opt {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "halo-opt --help"
+            fail(f"{e.format_message()} (see `{cmd}`)", 2)
+        if kind == "abort":
             fail("aborted", 1)
-        if isinstance(e, click.exceptions.Exit):
+        if kind == "exit":
             raise SystemExit(e.exit_code)
         if debug:
             raise
         fail(f"{type(e).__name__}: {e} (set HALO_OPT_DEBUG=1 for the traceback)", 1)
 
+
+def _click_kind(e: Exception) -> str | None:
+    """Classify click exceptions (typer may bundle its own copy of click as ``typer._click``)."""
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            exc = importlib.import_module(mod)
+        except ImportError:
+            continue
+        if isinstance(e, exc.UsageError):
+            return "usage"
+        if isinstance(e, exc.Abort):
+            return "abort"
+        if isinstance(e, exc.Exit):
+            return "exit"
+    return None
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])

@@ -1,0 +1,36 @@
+"""The planner: problem object, solvers, Pareto sweeps, plan files.
+
+Solvers share one signature ``solve(problem, time_limit=, workers=, seed=, hint=None) -> Result``
+and one evaluator (:func:`.problem.evaluate`). ``SOLVERS`` maps names to them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ..errors import UserError
+from .problem import Assignment, Evaluation, Problem, aggregate, evaluate
+from .result import Result
+
+SOLVER_NAMES = ("cpsat", "milp", "relax", "lagrange", "greedy", "halo", "brute")
+
+
+def get_solver(name: str):
+    """The ``solve`` function of solver ``name``; UserError listing the valid names otherwise."""
+    if name not in SOLVER_NAMES:
+        raise UserError(f"unknown solver {name!r}; choose one of {', '.join(SOLVER_NAMES)}")
+    return import_module(f"{__name__}.{name}").solve
+
+
+def build_problem(costs_dir, scenario) -> Problem:
+    """Cost-table folder (docs/contracts.md §4) + Scenario → Problem (see :mod:`.build`)."""
+    from .build import build_problem as _b
+
+    return _b(costs_dir, scenario)
+
+
+def solve(problem: Problem, solver: str = "cpsat", **kw) -> Result:
+    return get_solver(solver)(problem, **kw)
+
+
+__all__ = ["Assignment", "Evaluation", "Problem", "Result", "aggregate", "build_problem", "evaluate", "get_solver", "solve", "SOLVER_NAMES"]

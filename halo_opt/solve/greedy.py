@@ -1,0 +1,83 @@
+"""Sensitivity-ordered greedy (HAWQ-style), no optimality proof.
+
+1. Levels: every domain starts at its cheapest level ignoring the error budget (exact DP under
+   K / switch limits on ``D0[l,v]`` = level cost + cheapest compatible codebook per tile).
+2. While even the least-error codebooks at those levels exceed the budget, move the domain
+   whose move to another level buys the most error reduction per unit of added cost
+   ``ΔD0 / Δminerr`` (respecting K and the switch limit).
+3. Codebooks: start every tile on its cheapest codebook and move tiles by best
+   Δcost/Δerror until the budget holds (:func:`.fill.fill`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..errors import UserError
+from .fill import fill
+from .infeasible import _per_level_min
+from .levels import best_levels
+from .problem import Problem
+from .result import Result, finish
+
+
+def base_level_cost(p: Problem) -> np.ndarray:
+    """[L, V] D0: level-dependent objective + cheapest compatible codebook per tile (inf if none)."""
+    lat_part = p.lat * (p.w_latency + p.w_energy * p.leak_w)[None, :]
+    dyn = _per_level_min(p, p.w_energy * p.energy_dyn) * p.sigma[None, :] if p.w_energy else \
+        np.where(np.isfinite(_per_level_min(p, p.err)), 0.0, np.inf)
+    return dyn + lat_part
+
+
+def _ok(p: Problem, lv: np.ndarray) -> bool:
+    if p.max_levels is not None and len(np.unique(lv)) > p.max_levels:
+        return False
+    return p.max_switches is None or int((lv[1:] != lv[:-1]).sum()) <= p.max_switches
+
+
+def repair_levels(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarray,
+                  deadline: float = np.inf) -> tuple[np.ndarray, int]:
+    """Move domains to other levels, best error reduction per added cost first, until the
+    least-error codebooks fit the budget (or no move helps); K and switch limits respected."""
+    L = np.arange(p.L)
+    lv = np.asarray(lv).copy()
+    steps = 0
+    while minerr[L, lv].sum() > p.budget and time.perf_counter() < deadline:
+        d_err = minerr[L, lv][:, None] - minerr  # [L, V] error reduction of moving l to v
+        d_cost = D0 - D0[L, lv][:, None]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ratio = np.where((d_err > 0) & np.isfinite(D0), d_err / np.maximum(d_cost, 1e-300), -np.inf)
+        ratio = np.where((d_cost <= 0) & np.isfinite(D0), np.where(d_err > 0, np.inf, -np.inf), ratio)
+        moved = False
+        for k in np.argsort(-ratio, axis=None, kind="stable"):
+            l, v = divmod(int(k), p.V)
+            if not ratio[l, v] > -np.inf:
+                break
+            trial = lv.copy()
+            trial[l] = v
+            if _ok(p, trial):
+                lv, moved = trial, True
+                break
+        steps += 1
+        if not moved:
+            break
+    return lv, steps
+
+
+def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
+    t0 = time.perf_counter()
+    p = problem
+    if p.layer_budget is not None:
+        raise UserError("the greedy solver does not support per-layer budgets; use --solver cpsat or milp")
+    D0 = base_level_cost(p)
+    minerr = _per_level_min(p, p.err)
+    sw = p.w_latency * p.switch_time_s + p.w_energy * p.switch_energy_j
+    _, lv = best_levels(D0, sw, p.max_levels, p.max_switches)
+    if lv is None:
+        return finish(p, "greedy", None, -math.inf, t0)
+    lv, steps = repair_levels(p, lv, D0, minerr, t0 + time_limit)
+    a = fill(p, lv)
+    return finish(p, "greedy", a, -math.inf, t0, level_moves=steps)

@@ -1,0 +1,132 @@
+"""Lagrangian decomposition: relax the error budget with λ ≥ 0.
+
+    d(λ) = min_{levels, codebooks} objective + λ·(error − B)
+         = min_levels [ Σ_l D_l(v_l; λ) + switch costs ]  − λ·B,      (K, switch limits exact)
+    D_l(v; λ) = lat_l(v)·(w_lat + w_en·leak_v) + Σ_{g∈l} count_g · min_{c: compat[c,v]} (w_en·E_gc·σ_v + λ·e_gc)
+
+Every d(λ) is a valid lower bound (weak duality); the per-tile minimum is one vectorised
+numpy pass per level and the level choice is the exact DP of :mod:`.levels`. d is concave in
+λ with supergradient ``error(x_λ) − B``: bisection on λ (geometric) brackets λ*. Primal
+plans: the levels of both bracket ends and of other λ visited (up to ``max_fills`` distinct
+level vectors) re-filled by :func:`.fill.fill`, which moves tiles at the breakpoint while
+the budget allows; the best feasible one is returned.
+Energy / latency caps are not relaxed (μ = 0 keeps the bound valid); plans violating them
+are discarded. Per-layer budgets: not supported (use cpsat or milp).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..errors import UserError
+from .fill import fill
+from .levels import best_levels
+from .problem import Assignment, Problem, evaluate
+from .result import Result, finish
+
+
+def _domain_costs(p: Problem, lam: float, Ew: np.ndarray, mask_v: list[np.ndarray]):
+    """([L, V] D_l(v; λ), [V, G] argmin codebook per level)."""
+    D = np.empty((p.L, p.V))
+    arg = np.empty((p.V, p.G), np.int64)
+    lat_part = p.lat * (p.w_latency + p.w_energy * p.leak_w)[None, :]
+    for v in range(p.V):
+        if not p.compat[:, v].any():
+            D[:, v] = np.inf
+            arg[v] = 0
+            continue
+        z = Ew * p.sigma[v] + lam * p.err if lam > 0 else Ew * p.sigma[v]
+        z = np.where(mask_v[v], z, np.inf)
+        if lam > 0:
+            arg[v] = z.argmin(1)
+            zmin = z[np.arange(p.G), arg[v]]
+        else:  # ties → lower error (the λ = 0 plan is the least-error among the cheapest)
+            zmin = z.min(1)
+            tie = z <= zmin[:, None] + 1e-12 * np.abs(zmin)[:, None]
+            arg[v] = np.where(tie, p.err, np.inf).argmin(1)
+        D[:, v] = np.bincount(p.group_domain, weights=p.count * zmin, minlength=p.L) + lat_part[:, v]
+    return D, arg
+
+
+def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None,
+          iters: int = 60, max_fills: int = 4) -> Result:
+    t0 = time.perf_counter()
+    p = problem
+    if p.layer_budget is not None:
+        raise UserError("the lagrange solver does not support per-layer budgets; use --solver cpsat or milp")
+    Ew = p.w_energy * p.energy_dyn
+    mask_v = [np.broadcast_to(p.compat[:, v], (p.G, p.C)) for v in range(p.V)]
+    sw = p.w_latency * p.switch_time_s + p.w_energy * p.switch_energy_j
+    B = p.budget
+    gi = np.arange(p.G)
+
+    def lagr(lam):
+        D, arg = _domain_costs(p, lam, Ew, mask_v)
+        val, lv = best_levels(D, sw, p.max_levels, p.max_switches)
+        if lv is None:
+            return -math.inf if lam == 0 else math.inf, None, math.inf
+        ch = arg[lv[p.group_domain], gi]
+        err = float((p.count * p.err[gi, ch]).sum())
+        return val, Assignment.from_choice(p, ch, lv), err
+
+    best_bound, plans, n_eval = -math.inf, [], 0
+    seen_levels: dict = {}  # level vectors met during the search (each re-filled for a primal)
+
+    def ev(lam):
+        nonlocal best_bound, n_eval
+        n_eval += 1
+        val, a, err = lagr(lam)
+        if a is not None:
+            seen_levels.setdefault(a.level.tobytes(), a.level)
+        if a is not None and math.isfinite(B):
+            best_bound = max(best_bound, val - lam * B)
+        elif a is not None:
+            best_bound = max(best_bound, val)
+        return a, err
+
+    a0, e0 = ev(0.0)
+    if a0 is None:
+        return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
+    if e0 <= B:
+        plans.append(a0)
+        lo = hi = 0.0
+    else:
+        # error-only DP: the least achievable error under K/switch limits
+        from .infeasible import min_error
+
+        if min_error(p) > B * (1 + 1e-9):
+            return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
+        a_lo = a0
+        scale = max(float(np.abs(p.lat).sum() * (p.w_latency + p.w_energy * p.leak_w.max()) + Ew.sum()), 1e-300)
+        lo, hi = 0.0, scale / max(B, 1e-300)
+        a_hi, e_hi = ev(hi)
+        while e_hi > B and hi < 1e300:
+            lo, a_lo, hi = hi, a_hi, hi * 16
+            a_hi, e_hi = ev(hi)
+        for _ in range(iters):
+            if time.perf_counter() - t0 > time_limit or hi - lo <= 1e-7 * hi:
+                break
+            mid = math.sqrt(lo * hi) if lo > 0 else hi / 16
+            a, e = ev(mid)
+            if e <= B:
+                hi, a_hi = mid, a
+            else:
+                lo, a_lo = mid, a
+        cand = {a_hi.level.tobytes(): a_hi.level, a_lo.level.tobytes(): a_lo.level} | seen_levels
+        for lv in list(cand.values())[:max_fills]:
+            f = fill(p, lv, lam_hint=hi)
+            if f is not None:
+                plans.append(f)
+        if hint is not None:
+            f = fill(p, hint.level)
+            if f is not None:
+                plans.append(f)
+    best, best_obj = None, math.inf
+    for a in plans:
+        e = evaluate(p, a)
+        if e.feasible and e.objective < best_obj:
+            best, best_obj = a, e.objective
+    return finish(p, "lagrange", best, best_bound, t0, lam_bracket=(lo, hi), n_eval=n_eval)

@@ -1,0 +1,160 @@
+"""Pareto fronts by ε-constraint sweeps (error budget, or energy cap), warm-started, in parallel.
+
+For each solver the sweep values are sorted so that every point relaxes the previous one
+(ascending budget / cap): the previous plan stays feasible and is handed in as ``hint``.
+The values are split into ``workers`` contiguous chunks run in separate processes (each
+chunk warm-starts along itself). Every point keeps its plan (``plans/<solver>-<k>.safetensors``
+with ``counts`` [G, C] and ``level`` [L]); a point is *dominated* if another point (any
+solver) has no more error (energy, for an energy-cap sweep) and no more objective, one of
+them strictly less.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .problem import Problem, evaluate
+
+
+def default_budgets(p: Problem, points: int) -> np.ndarray:
+    """Relative budgets, geometric from the least achievable error to the error at which the
+    budget stops binding (every tile on its highest-error codebook)."""
+    from .infeasible import min_error
+
+    lo = min_error(p)
+    if not math.isfinite(lo):
+        raise UserError("no plan satisfies the level constraints; allow more levels or codebooks")
+    hi = float((p.count * np.where(p.compat.any(1)[None, :], p.err, 0).max(1)).sum())
+    lo = max(lo * (1 + 1e-6), 1e-300)
+    hi = max(hi * 1.001, lo * 1.001)  # just above: conservative integer scaling (cpsat) must not cut the top point
+    return np.geomspace(lo, hi, points) / p.normaliser
+
+
+def default_energy_caps(p: Problem, points: int) -> np.ndarray:
+    """Energy caps (J), geometric from the least achievable energy (budget ignored) to an upper
+    bound on any plan's energy (every tile at its costliest codebook and level)."""
+    from .infeasible import min_energy
+
+    lo = min_energy(p)
+    if not math.isfinite(lo):
+        raise UserError("no plan satisfies the level constraints; allow more levels or codebooks")
+    hi = float((p.count * p.energy_dyn.max(1)).sum() * p.sigma.max() + (p.lat * p.leak_w[None, :]).max(1).sum()
+               + max(p.L - 1, 0) * p.switch_energy_j)
+    return np.geomspace(lo * (1 + 1e-6), max(hi, lo * 1.001), points)
+
+
+def _run_chunk(args):
+    p, solver, param, values, time_limit, seed = args
+    from . import get_solver
+
+    f = get_solver(solver)
+    hint, rows = None, []
+    for val in values:
+        q = p.replace(budget=val * p.normaliser) if param == "budget" else p.replace(energy_cap=val)
+        r = f(q, time_limit=time_limit, workers=1, seed=seed, hint=hint)
+        row = {"solver": solver, param: float(val), "status": r.status, "objective": r.objective,
+               "bound": r.bound, "gap": r.gap, "wall_s": r.wall_s,
+               "latency_s": math.nan, "energy_j": math.nan, "error": math.nan, "error_rel": math.nan}
+        plan = None
+        if r.has_plan:
+            ev = evaluate(q, r.assignment)
+            row.update(latency_s=ev.latency, energy_j=ev.energy, error=ev.error, error_rel=ev.error / p.normaliser)
+            plan = (r.assignment.counts, r.assignment.level)
+            hint = r.assignment
+        rows.append((row, plan))
+    return rows
+
+
+def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: str = "budget",
+          time_limit: float = 30.0, workers: int = 1, seed: int = 0, progress: bool = False):
+    """Return (DataFrame of points, list of plans (counts, level) or None, row-aligned)."""
+    import pandas as pd
+
+    from . import get_solver
+
+    for s in solvers:
+        get_solver(s)
+    if param not in ("budget", "energy_cap"):
+        raise UserError(f"unknown sweep parameter {param!r}; use budget or energy_cap")
+    if values is None:
+        values = default_budgets(p, points) if param == "budget" else default_energy_caps(p, points)
+    values = np.sort(np.asarray(values, float))
+    n_chunks = max(1, min(int(workers), len(values)))
+    tasks = [(p, s, param, chunk, time_limit, seed) for s in solvers for chunk in np.array_split(values, n_chunks) if len(chunk)]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
+            outs = list(_progress(ex.map(_run_chunk, tasks), len(tasks), progress))
+    else:
+        outs = [_run_chunk(t) for t in _progress(tasks, len(tasks), progress)]
+    rows = [r for out in outs for r in out]
+    df = pd.DataFrame([r for r, _ in rows])
+    plans = [pl for _, pl in rows]
+    x = df["error_rel"] if param == "budget" else df["energy_j"]
+    df["dominated"] = dominated(x.to_numpy(), df["objective"].to_numpy())
+    return df, plans
+
+
+def _progress(it, total, on):
+    if not on:
+        yield from it
+        return
+    from rich.progress import track
+
+    yield from track(it, total=total, description="pareto sweep")
+
+
+def dominated(err: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    """[n] bool: another point has ≤ error and ≤ objective, one strictly (NaN points: dominated)."""
+    ok = np.isfinite(err) & np.isfinite(obj)
+    le = (err[None, :] <= err[:, None]) & (obj[None, :] <= obj[:, None])
+    lt = (err[None, :] < err[:, None]) | (obj[None, :] < obj[:, None])
+    d = (le & lt & ok[None, :]).any(1)
+    return d | ~ok
+
+
+def write(out_dir: str | Path, df, plans, p: Problem, ylabel: str, param: str = "budget") -> Path:
+    """``points.parquet``, ``plans/*.safetensors`` and ``pareto.png`` in ``out_dir`` (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from safetensors.numpy import save
+
+    from ..artifacts import atomic_path
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "plans").mkdir()
+        names = []
+        for i, (row, pl) in enumerate(zip(df.to_dict("records"), plans)):
+            if pl is None:
+                names.append(None)
+                continue
+            n = f"plans/{row['solver']}-{i:03d}.safetensors"
+            (tmp / n).write_bytes(save({"counts": np.ascontiguousarray(pl[0]), "level": np.ascontiguousarray(pl[1])}))
+            names.append(n)
+        df = df.assign(plan=names)
+        df.to_parquet(tmp / "points.parquet", index=False)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xcol = "error_rel" if param == "budget" else "energy_j"
+        for s, g in df.groupby("solver", sort=False):
+            g = g[np.isfinite(g["objective"])].sort_values(xcol)
+            ax.plot(g[xcol], g["objective"], "o-", label=s, alpha=0.8)
+            nd = g[~g["dominated"]]
+            ax.plot(nd[xcol], nd["objective"], "k.", ms=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("relative error Σe / Σ tr(W H Wᵀ)  (dimensionless)" if param == "budget" else "energy per pass (J)")
+        ax.set_ylabel(ylabel)
+        ax.set_title("ε-constraint Pareto front (black dots: non-dominated)")
+        ax.legend(title="solver")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(tmp / "pareto.png", dpi=120)
+        plt.close(fig)
+    return out_dir

@@ -1,0 +1,287 @@
+"""The planning problem as numbers, its one evaluator, and its file format.
+
+Tiles with identical cost rows are stored once as a *group* with an integer ``count``;
+every solver works on groups. Assignment of group ``g``: ``counts[g, c]`` tiles on
+codebook ``c`` (``Σ_c counts[g,c] = count[g]``), and one level ``level[l]`` per domain.
+
+For domain ``l`` at level ``v`` (scale ``σ_v = (V_v/V0)²``):
+
+    error    = Σ_{g,c} counts[g,c]·err[g,c]                                  (budget units)
+    latency  = Σ_l lat[l, v_l] + n_switch·switch_time_s                       (s)
+    energy   = Σ_{g,c} counts[g,c]·energy_dyn[g,c]·σ_{v(g)}
+               + Σ_l leak_w[v_l]·lat[l, v_l] + n_switch·switch_energy_j          (J)
+    objective = w_latency·latency + w_energy·energy
+
+``n_switch`` = number of ``l ≥ 1`` with ``v_l ≠ v_{l-1}``. Tile codebook ``c`` may run at
+level ``v`` only if ``compat[c, v]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import UserError
+
+FORMAT_VERSION = 1
+RTOL = 1e-9  # relative tolerance of every "≤" check in evaluate()
+
+
+@dataclass
+class Problem:
+    count: np.ndarray  # [G] int64, tiles in the group (≥ 1)
+    group_domain: np.ndarray  # [G] int64, DVFS domain of the group
+    err: np.ndarray  # [G, C] float64, error of ONE tile of the group on codebook c
+    energy_dyn: np.ndarray  # [G, C] float64, J per tile per workload pass at v0
+    lat: np.ndarray  # [L, V] float64, s per domain at level v
+    voltage: np.ndarray  # [V] float64, V
+    leak_w: np.ndarray  # [V] float64, W
+    compat: np.ndarray  # [C, V] bool, codebook c meets timing at level v
+    v0: float = 1.0
+    budget: float = math.inf  # absolute error budget (same units as err)
+    normaliser: float = 1.0  # Σ_l tr(W_l H_l W_lᵀ): relative error = error / normaliser
+    energy_cap: float = math.inf  # J
+    latency_cap: float = math.inf  # s
+    max_levels: int | None = None  # K
+    max_switches: int | None = None
+    switch_time_s: float = 0.0
+    switch_energy_j: float = 0.0
+    w_latency: float = 1.0  # objective weight, 1/s
+    w_energy: float = 0.0  # objective weight, 1/J
+    group_layer: np.ndarray | None = None  # [G] int64 layer index (per-layer budgets, plan output)
+    layer_budget: np.ndarray | None = None  # [NL] float64 absolute per-layer budgets (inf = none)
+    tile_group: np.ndarray | None = None  # [T] int64 group of each original tile (None: identity)
+    freq_hz: np.ndarray | None = None  # [V] Hz, informational
+    codebook_names: list[str] = field(default_factory=list)
+    level_names: list[str] = field(default_factory=list)
+    domain_names: list[str] = field(default_factory=list)
+    layer_names: list[str] = field(default_factory=list)
+    domain_layers: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.count = np.asarray(self.count, dtype=np.int64)
+        self.group_domain = np.asarray(self.group_domain, dtype=np.int64)
+        self.err = np.asarray(self.err, dtype=np.float64)
+        self.energy_dyn = np.asarray(self.energy_dyn, dtype=np.float64)
+        self.lat = np.asarray(self.lat, dtype=np.float64)
+        self.voltage = np.asarray(self.voltage, dtype=np.float64)
+        self.leak_w = np.asarray(self.leak_w, dtype=np.float64)
+        self.compat = np.asarray(self.compat, dtype=bool)
+        G, C = self.err.shape if self.err.ndim == 2 else (len(self.count), 0)
+        L, V = self.lat.shape if self.lat.ndim == 2 else (0, 0)
+        if self.group_layer is None:
+            self.group_layer = np.zeros(G, dtype=np.int64)
+        self.group_layer = np.asarray(self.group_layer, dtype=np.int64)
+        if self.layer_budget is not None:
+            self.layer_budget = np.asarray(self.layer_budget, dtype=np.float64)
+        if self.tile_group is not None:
+            self.tile_group = np.asarray(self.tile_group, dtype=np.int64)
+        if self.freq_hz is not None:
+            self.freq_hz = np.asarray(self.freq_hz, dtype=np.float64)
+        self.codebook_names = list(self.codebook_names) or [f"c{i}" for i in range(C)]
+        self.level_names = list(self.level_names) or [f"v{i}" for i in range(V)]
+        self.domain_names = list(self.domain_names) or [f"d{i}" for i in range(L)]
+        nl = int(self.group_layer.max()) + 1 if G else 1
+        self.layer_names = list(self.layer_names) or [f"layer{i}" for i in range(nl)]
+        self.domain_layers = [list(x) for x in self.domain_layers] or [[n] for n in self.domain_names]
+        self.validate()
+
+    # shape helpers
+    G = property(lambda self: self.err.shape[0])
+    C = property(lambda self: self.err.shape[1])
+    L = property(lambda self: self.lat.shape[0])
+    V = property(lambda self: self.lat.shape[1])
+    n_tiles = property(lambda self: int(self.count.sum()))
+    sigma = property(lambda self: (self.voltage / self.v0) ** 2)  # [V] dynamic-energy scale
+
+    def validate(self) -> None:
+        """Shapes, signs and finiteness; raises UserError naming the bad field."""
+        G, C = self.err.shape
+        L, V = self.lat.shape
+        checks = [
+            (self.err.ndim == 2 and self.energy_dyn.shape == (G, C), f"energy_dyn must be [G, C] = [{G}, {C}]"),
+            (self.count.shape == (G,) and (self.count >= 1).all(), "count must be [G] positive integers"),
+            (self.group_domain.shape == (G,) and (G == 0 or (self.group_domain.min() >= 0 and self.group_domain.max() < L)), "group_domain must index lat's rows"),
+            (self.group_layer.shape == (G,) and (self.group_layer >= 0).all(), "group_layer must be [G] non-negative"),
+            (self.voltage.shape == (V,) and self.leak_w.shape == (V,), f"voltage and leak_w must be [V] = [{V}]"),
+            (self.compat.shape == (C, V), f"compat must be [C, V] = [{C}, {V}]"),
+            (np.isfinite(self.err).all() and (self.err >= 0).all(), "err must be finite and >= 0"),
+            (np.isfinite(self.energy_dyn).all() and (self.energy_dyn >= 0).all(), "energy_dyn must be finite and >= 0"),
+            (np.isfinite(self.lat).all() and (self.lat >= 0).all(), "lat must be finite and >= 0"),
+            ((self.leak_w >= 0).all() and (self.voltage > 0).all() and self.v0 > 0, "voltages must be > 0 and leak_w >= 0"),
+            (self.budget >= 0 and self.energy_cap >= 0 and self.latency_cap >= 0, "budget and caps must be >= 0"),
+            (self.max_levels is None or self.max_levels >= 1, "max_levels (K) must be >= 1"),
+            (self.max_switches is None or self.max_switches >= 0, "max_switches must be >= 0"),
+            (self.w_latency >= 0 and self.w_energy >= 0, "objective weights must be >= 0"),
+            (self.switch_time_s >= 0 and self.switch_energy_j >= 0, "switch time/energy must be >= 0"),
+            (len(self.codebook_names) == C and len(self.level_names) == V and len(self.domain_names) == L, "name lists must match C, V, L"),
+            (self.tile_group is None or (len(self.tile_group) and self.tile_group.min() >= 0 and self.tile_group.max() < G and np.array_equal(np.bincount(self.tile_group, minlength=G), self.count)), "tile_group must map tiles to groups consistently with count"),
+            (self.layer_budget is None or len(self.layer_budget) >= int(self.group_layer.max(initial=0)) + 1, "layer_budget must cover every layer"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(f"invalid problem: {msg}")
+
+    def replace(self, **changes) -> "Problem":
+        """A copy with some fields changed (arrays shared, not copied)."""
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        kw.update(changes)
+        return Problem(**kw)
+
+    # ---- files ----
+    def save(self, path: str | Path) -> Path:
+        """Folder with ``problem.json`` (scalars, names) + ``arrays.safetensors`` (numpy arrays)."""
+        from safetensors.numpy import save
+
+        from ..artifacts import atomic_path
+
+        path = Path(path)
+        arrays, scalars = {}, {"format_version": FORMAT_VERSION}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                arrays[f.name] = np.ascontiguousarray(v.astype(np.uint8) if v.dtype == bool else v)
+            elif isinstance(v, float) and math.isinf(v):
+                scalars[f.name] = None
+            else:
+                scalars[f.name] = v
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            (tmp / "problem.json").write_text(json.dumps(scalars, indent=1))
+            (tmp / "arrays.safetensors").write_bytes(save(arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Problem":
+        from safetensors.numpy import load
+
+        from ..artifacts import read_json
+
+        path = Path(path)
+        meta = read_json(path / "problem.json", "problem file")
+        if meta.pop("format_version", None) != FORMAT_VERSION:
+            raise UserError(f"problem {path} has an unknown format_version; expected {FORMAT_VERSION}")
+        arr_file = path / "arrays.safetensors"
+        if not arr_file.is_file():
+            raise UserError(f"problem arrays {arr_file} not found; save the problem with Problem.save")
+        arrays = load(arr_file.read_bytes())
+        known = {f.name for f in fields(cls)}
+        unknown = (set(meta) | set(arrays)) - known
+        if unknown:
+            raise UserError(f"problem {path} has unknown fields {sorted(unknown)}; valid: {sorted(known)}")
+        for k in ("budget", "energy_cap", "latency_cap"):
+            if meta.get(k) is None:
+                meta[k] = math.inf
+        return cls(**meta, **arrays)
+
+
+@dataclass
+class Assignment:
+    """``counts[g, c]``: tiles of group g on codebook c; ``level[l]``: level index of domain l."""
+
+    counts: np.ndarray  # [G, C] int64
+    level: np.ndarray  # [L] int64
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.level = np.asarray(self.level, dtype=np.int64)
+
+    @classmethod
+    def from_choice(cls, problem: Problem, choice: np.ndarray, level: np.ndarray) -> "Assignment":
+        """All tiles of group g on codebook ``choice[g]``."""
+        counts = np.zeros((problem.G, problem.C), dtype=np.int64)
+        counts[np.arange(problem.G), np.asarray(choice)] = problem.count
+        return cls(counts, level)
+
+    def tile_codebook(self, problem: Problem) -> np.ndarray:
+        """[T] codebook index per original tile (tiles of a group fill codebooks in index order)."""
+        tg = problem.tile_group if problem.tile_group is not None else np.arange(problem.G)
+        order = np.argsort(tg, kind="stable")  # tiles grouped by group, original order inside
+        per_group_cb = np.repeat(np.tile(np.arange(problem.C), problem.G), self.counts.ravel())
+        out = np.empty(len(tg), dtype=np.int64)
+        out[order] = per_group_cb
+        return out
+
+
+class Evaluation(NamedTuple):
+    latency: float  # s
+    energy: float  # J
+    error: float  # budget units
+    feasible: bool
+    violations: list[str]
+    objective: float
+    switches: int
+    levels_used: int
+
+
+def evaluate(problem: Problem, a: Assignment) -> Evaluation:
+    """Latency, energy, error and feasibility of an assignment: THE evaluator of every solver."""
+    p = problem
+    viol: list[str] = []
+    counts, level = a.counts, a.level
+    if counts.shape != (p.G, p.C) or level.shape != (p.L,):
+        raise ValueError(f"assignment shapes {counts.shape}, {level.shape} != {(p.G, p.C)}, {(p.L,)}")
+    if (level < 0).any() or (level >= p.V).any():
+        raise ValueError("level index out of range")
+    if (counts < 0).any() or not np.array_equal(counts.sum(1), p.count):
+        viol.append("tile counts do not add up to each group's count")
+    lv_g = level[p.group_domain]  # [G]
+    bad = (counts > 0) & ~p.compat[:, lv_g].T  # [G, C]
+    if bad.any():
+        viol.append(f"{int(counts[bad].sum())} tiles use a codebook that misses timing at their level")
+    err = float((counts * p.err).sum())
+    lat_l = p.lat[np.arange(p.L), level]
+    nsw = int((level[1:] != level[:-1]).sum())
+    latency = float(lat_l.sum() + nsw * p.switch_time_s)
+    energy = float(((counts * p.energy_dyn).sum(1) * p.sigma[lv_g]).sum()
+                   + (p.leak_w[level] * lat_l).sum() + nsw * p.switch_energy_j)
+    used = int(len(np.unique(level)))
+
+    def over(x, cap):
+        return x > cap * (1 + RTOL) + 1e-300
+
+    if over(err, p.budget):
+        viol.append(f"error {err:.6g} > budget {p.budget:.6g}")
+    if p.layer_budget is not None:
+        le = np.bincount(p.group_layer, weights=(counts * p.err).sum(1), minlength=len(p.layer_budget))
+        for i in np.flatnonzero(le > p.layer_budget * (1 + RTOL) + 1e-300):
+            viol.append(f"layer {p.layer_names[i] if i < len(p.layer_names) else i} error {le[i]:.6g} > its budget {p.layer_budget[i]:.6g}")
+    if over(energy, p.energy_cap):
+        viol.append(f"energy {energy:.6g} J > cap {p.energy_cap:.6g} J")
+    if over(latency, p.latency_cap):
+        viol.append(f"latency {latency:.6g} s > cap {p.latency_cap:.6g} s")
+    if p.max_levels is not None and used > p.max_levels:
+        viol.append(f"{used} levels used > K = {p.max_levels}")
+    if p.max_switches is not None and nsw > p.max_switches:
+        viol.append(f"{nsw} switches > max {p.max_switches}")
+    obj = p.w_latency * latency + p.w_energy * energy
+    return Evaluation(latency, energy, err, not viol, viol, float(obj), nsw, used)
+
+
+def aggregate(tile_domain, tile_layer, err, energy_dyn) -> tuple[np.ndarray, ...]:
+    """Merge tiles with identical (domain, layer, err row, energy row) into counted groups.
+
+    Exact: tiles of a group are interchangeable in every constraint and the objective, so the
+    MIP over integer counts per (group, codebook) has the same optimum as the per-tile MIP.
+    Returns ``(tile_group [T], count [G], group_domain [G], group_layer [G], err [G,C], energy [G,C])``
+    with groups in order of first appearance.
+    """
+    T = len(tile_domain)
+    key = np.column_stack([np.asarray(tile_domain, np.float64), np.asarray(tile_layer, np.float64),
+                           np.asarray(err, np.float64), np.asarray(energy_dyn, np.float64)])
+    key = np.ascontiguousarray(key)
+    void = key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    _, first, inv = np.unique(void, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))  # order of first appearance
+    tile_group = rank[inv.ravel()]
+    firsts = np.sort(first)
+    count = np.bincount(tile_group, minlength=len(firsts))
+    assert count.sum() == T
+    return (tile_group, count, np.asarray(tile_domain, np.int64)[firsts], np.asarray(tile_layer, np.int64)[firsts],
+            np.asarray(err, np.float64)[firsts], np.asarray(energy_dyn, np.float64)[firsts])

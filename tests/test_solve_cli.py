@@ -1,0 +1,139 @@
+"""Cost folder (contract §4) → Problem, scenario validation, `halo-opt plan` / `pareto` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from halo_opt.cli import main
+from halo_opt.errors import UserError
+from halo_opt.paths import formulations_dir
+from halo_opt.solve.build import build_problem
+from halo_opt.solve.plan import read_plan
+from halo_opt.solve.problem import Assignment, evaluate
+from halo_opt.solve.scenario import Scenario, load_scenario
+from halo_opt.solve.synthetic import write_costs
+
+
+@pytest.fixture(scope="module")
+def costs(tmp_path_factory):
+    d = write_costs(tmp_path_factory.mktemp("c") / "costs", "tiny", n_codebooks=5, n_levels=4, seed=1)
+    t = pd.read_parquet(d / "tiles.parquet")  # duplicate some tiles' errors so grouping has work to do
+    e = pd.read_parquet(d / "errors.parquet")
+    same = t.index[(t["layer"] == t["layer"].iloc[0])][:3]
+    e.loc[same, e.columns[1:]] = e.loc[same[0], e.columns[1:]].to_numpy()
+    e.to_parquet(d / "errors.parquet", index=False)
+    return d
+
+
+def test_build_problem_follows_contract(costs):
+    p = build_problem(costs, Scenario(budget=0.05, objective="energy"))
+    tiles = pd.read_parquet(costs / "tiles.parquet")
+    errs = pd.read_parquet(costs / "errors.parquet")
+    cbs = json.loads((costs / "codebooks.json").read_text())["codebooks"]
+    meta = json.loads((costs / "meta.json").read_text())
+    assert p.n_tiles == len(tiles) and p.G < len(tiles)  # duplicates grouped
+    assert p.L == tiles["layer"].nunique() and p.budget == pytest.approx(0.05 * meta["normaliser"])
+    np.testing.assert_allclose(p.err[p.tile_group], errs[p.codebook_names].to_numpy())
+    # energy of "everything full at nominal" from the contract's formula
+    a = Assignment.from_choice(p, np.zeros(p.G, int), np.zeros(p.L, int))
+    ev = evaluate(p, a)
+    lat = pd.read_parquet(costs / "latency.parquet")
+    lat_nom = lat[lat["level"] == "nominal"]["seconds"].sum()
+    leak = json.loads((costs / "levels.json").read_text())["levels"][0]["leak_power_w"]
+    want = (tiles["macs"] * cbs[0]["energy_fj"] * 1e-15).sum() + leak * lat_nom
+    assert ev.energy == pytest.approx(want, rel=1e-12) and ev.latency == pytest.approx(lat_nom, rel=1e-12)
+
+
+def test_tie_groups_and_granularity(costs):
+    sc = load_scenario(formulations_dir() / "performance.toml")
+    p = build_problem(costs, sc)
+    assert p.L == 2 * 3  # per block: {q,k,v}, {gate,up}, down
+    assert ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj"] in p.domain_layers
+    assert build_problem(costs, sc.with_overrides(granularity="block", tie_groups=[])).L == 2
+    assert build_problem(costs, sc.with_overrides(granularity="model")).L == 1
+    b4 = build_problem(costs, load_scenario(formulations_dir() / "baseline_int4.toml"))
+    assert b4.codebook_names == ["int4"] and b4.level_names == ["nominal"] and math.isinf(b4.budget)
+
+
+def test_scenario_errors(tmp_path, costs):
+    f = tmp_path / "s.toml"
+    f.write_text('budget = 0.01\nobjective = "latency"\nmax_level = 2\n')
+    with pytest.raises(UserError, match="unknown key 'max_level'; did you mean 'max_levels'"):
+        load_scenario(f)
+    f.write_text('budget = 0.01\nobjective = "latency\n')
+    with pytest.raises(UserError, match="TOML syntax error.*line 2"):
+        load_scenario(f)
+    f.write_text('budget = 0.01\ncodebooks = ["full", "nope"]\n')
+    with pytest.raises(UserError, match="unknown codebook 'nope'; valid: full"):
+        build_problem(costs, load_scenario(f))
+    f.write_text('budget = 0.01\nobjective = "speed"\n')
+    with pytest.raises(UserError, match="objective 'speed'"):
+        load_scenario(f)
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_cli_plan(tmp_path, costs, capsys):
+    sc = str(formulations_dir() / "performance.toml")
+    out = tmp_path / "plan.json"
+    code, so, se = _cli(["plan", "--scenario", sc, "--costs", str(costs), "--solver", "cpsat", "--out", str(out),
+                         "--budget", "0.05", "--time-limit", "20", "--workers", "1"], capsys)
+    assert code == 0, se
+    plan = read_plan(out, costs)
+    assert plan["solver"]["status"] == "optimal" and len(plan["tile_codebook"]) == len(pd.read_parquet(costs / "tiles.parquet"))
+    assert plan["predicted"]["error_rel"] <= 0.05 * (1 + 1e-9)
+    assert set(plan["tile_codebook"]) <= set(plan["codebooks"]) and {d["level"] for d in plan["domains"]} <= set(plan["levels"])
+    assert len({d["level"] for d in plan["domains"]}) <= 2 and plan["meta"]["model_sha256"].startswith("synthetic")
+    code, _, se = _cli(["plan", "--scenario", sc, "--costs", str(costs), "--out", str(tmp_path / "x.json"), "--budget", "1e-9"], capsys)
+    assert code == 2 and se.count("\n") == 1 and "raise --budget to >=" in se
+    assert not (tmp_path / "x.json").exists()
+    code, _, se = _cli(["plan", "--scenario", sc, "--costs", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "not found" in se
+    code, _, se = _cli(["plan", "--scenario", sc, "--costs", str(costs), "--solver", "gurobi"], capsys)
+    assert code == 2 and "unknown solver 'gurobi'" in se
+
+
+def test_cli_bad_flag_exit_2(costs, capsys):
+    code, _, se = _cli(["plan", "--scenario", "x.toml", "--costs", str(costs), "--bogus"], capsys)
+    assert code == 2 and se.count("\n") == 1
+
+
+def test_cli_pareto(tmp_path, costs, capsys):
+    sc = str(formulations_dir() / "energy.toml")
+    code, so, se = _cli(["pareto", "--scenario", sc, "--costs", str(costs), "--solvers", "cpsat,lagrange,halo",
+                         "--points", "4", "--out", str(tmp_path / "front"), "--workers", "2", "--time-limit", "10"], capsys)
+    assert code == 0, se
+    df = pd.read_parquet(tmp_path / "front" / "points.parquet")
+    assert len(df) == 12 and (tmp_path / "front" / "pareto.png").stat().st_size > 1000
+    ex = df[df["solver"] == "cpsat"].sort_values("budget")
+    assert (ex["status"] == "optimal").all() and (np.diff(ex["objective"]) <= 1e-12 * ex["objective"].max()).all()
+    for s in ("lagrange", "halo"):  # no heuristic beats the exact front at the same budget
+        h = df[df["solver"] == s].sort_values("budget")
+        ok = h["objective"].notna().to_numpy()
+        assert (h["objective"].to_numpy()[ok] >= ex["objective"].to_numpy()[ok] * (1 - 1e-9)).all()
+    assert not df.loc[df["solver"] == "cpsat", "dominated"].all()
+    assert all((tmp_path / "front" / f).is_file() for f in df["plan"].dropna())
+
+
+def test_energy_cap_sweep(costs, tmp_path):
+    from halo_opt.solve.pareto import sweep, write
+
+    p = build_problem(costs, load_scenario(formulations_dir() / "performance.toml").with_overrides(budget=0.05))
+    df, plans = sweep(p, ["cpsat", "lagrange"], points=4, param="energy_cap", time_limit=10)
+    ex = df[df["solver"] == "cpsat"].sort_values("energy_cap")
+    ok = ex["objective"].notna().to_numpy()
+    assert ok[-1] and (ex["energy_j"][ok] <= ex["energy_cap"][ok] * (1 + 1e-9)).all()
+    assert (np.diff(ex["objective"].to_numpy()[ok]) <= 1e-12).all()  # a looser cap never hurts latency
+    write(tmp_path / "f", df, plans, p, "latency per pass (s)", param="energy_cap")
+    assert (tmp_path / "f" / "pareto.png").is_file()
