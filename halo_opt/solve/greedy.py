@@ -61,10 +61,33 @@ def repair_levels(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarray
             if _ok(p, trial):
                 lv, moved = trial, True
                 break
+        if not moved:  # single moves break K or the switch limit: move every domain of a level at once
+            lv, moved = _group_move(p, lv, D0, minerr)
         steps += 1
         if not moved:
             break
     return lv, steps
+
+
+def _group_move(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Relabel all domains at level u to level v (keeps the number of levels used ≤ K and the
+    switch pattern); pick the (u, v) with the best error reduction per added cost."""
+    L = np.arange(p.L)
+    best, best_ratio = None, -np.inf
+    for u in np.unique(lv):
+        at = lv == u
+        for v in range(p.V):
+            if v == u or not np.isfinite(D0[at, v]).all():
+                continue
+            d_err = float((minerr[L[at], u] - minerr[L[at], v]).sum())
+            d_cost = float((D0[L[at], v] - D0[L[at], u]).sum())
+            if d_err <= 0:
+                continue
+            ratio = np.inf if d_cost <= 0 else d_err / d_cost
+            trial = np.where(at, v, lv)
+            if ratio > best_ratio and _ok(p, trial):
+                best, best_ratio = trial, ratio
+    return (best, True) if best is not None else (lv, False)
 
 
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
