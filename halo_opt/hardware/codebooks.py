@@ -17,7 +17,7 @@ Families built from a :class:`~halo_opt.hardware.profile.MacProfile`:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -197,11 +197,16 @@ def build_codebooks(profile: MacProfile, timing: str = "static", ks: Sequence[in
                 cb = fixed_size(profile, k, key, timing)
                 if cb is not None:
                     books.append(cb)
-    seen, out = set(), []
+    seen, names, out = set(), set(), []
     for cb in books:
-        if cb.codes not in seen:
-            seen.add(cb.codes)
-            out.append(cb)
+        if cb.codes in seen:
+            continue
+        name, i = cb.name, 2
+        while name in names:  # thresholds that round to the same label
+            name, i = f"{cb.name}-{i}", i + 1
+        seen.add(cb.codes)
+        names.add(name)
+        out.append(replace(cb, name=name))
     return out
 
 
