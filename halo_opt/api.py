@@ -1,0 +1,40 @@
+"""Python API: one function per CLI stage (the CLI calls the same functions).
+
+>>> from halo_opt import api
+>>> prof, books, _ = api.characterize(api.CharacterizeConfig(api.MacSpec(8, 8, True, 24, "array")))
+>>> api.write_characterization("runs/mac", prof, books)
+>>> model = api.load_model("minilm")
+>>> tokens = api.calibration_batch(model.tokenizer, None, n_sequences=64, seq_len=128, seed=0)
+>>> api.calibrate(model, tokens, "runs/calib")
+>>> api.build_costs("runs/calib", "runs/mac", "runs/costs", accelerator="tpu_like", tile=(64, 64))
+>>> problem = api.build_problem("runs/costs", api.load_scenario("formulations/performance.toml"))
+>>> result = api.solve(problem, "cpsat", time_limit=30)
+>>> api.write_plan("runs/plan.json", problem, result, {}, "runs/costs")
+"""
+
+from __future__ import annotations
+
+from .calibration.hessian import calibrate, load_calibration, load_hessian
+from .calibration.models import from_module, load_model
+from .calibration.text import calibration_batch
+from .costs import build_costs
+from .demo import DemoConfig, run_demo
+from .errors import UserError
+from .hardware.characterize import CharacterizeConfig, characterize, write_characterization
+from .hardware.codebooks import Codebook, build_codebooks, load_codebooks, save_codebooks
+from .hardware.dvfs import load_dvfs, load_voltage_law
+from .hardware.profile import MacProfile
+from .hardware.verilog import MacSpec
+from .solve import Problem, Result, evaluate, get_solver, solve
+from .solve.build import build_problem
+from .solve.pareto import sweep as pareto_sweep
+from .solve.plan import read_plan, write_plan
+from .solve.scenario import Scenario, load_scenario
+
+__all__ = [
+    "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Problem", "Result", "Scenario", "UserError",
+    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "evaluate",
+    "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
+    "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "run_demo", "save_codebooks", "solve",
+    "write_characterization", "write_plan",
+]

@@ -1,0 +1,355 @@
+"""Layer-input Hessians and activation histograms from calibration tokens (streaming).
+
+For every planned linear ``y = x Wᵀ`` forward hooks accumulate, in float64 and without keeping
+activations,
+
+    H = (2/n) Σ_t x_t x_tᵀ        (K×K, n = number of non-padding tokens that reached the layer)
+
+so that ``Δw H Δwᵀ = (2/n) Σ_t (Δw·x_t)²`` is the per-token output error of a weight change.
+Padding tokens (``attention_mask = 0``) are excluded.
+
+Activation histogram (input of the energy model): each layer's inputs are mapped to the MAC's
+activation code grid (``abits`` bits, signed ``[-2^(b-1), 2^(b-1)-1]`` or unsigned
+``[0, 2^b-1]``) with a **per-layer symmetric scale** ``s_a = max|x| / qmax`` taken over the
+layer's first calibration batch (as a static per-tensor activation quantizer calibrated on one
+batch would), ``code = clip(round(x/s_a))``; later values beyond the grid are clipped to its
+ends and counted in ``act_clipped``. Counts are float64, index ``code − act_code_min``.
+
+Output folder (docs/contracts.md §3): ``hessians/<layer>.safetensors`` (``H``, ``damp`` = 0,
+``n_tokens``, ``act_hist``, ``act_scale``, ``act_code_min``, ``act_clipped``), ``layers.json``
+(execution order), ``meta.json`` (written last: its presence means the run is complete).
+
+Resuming: layers are processed in groups that fit ``max_hessian_bytes`` (one pass over the
+data per group, stopping each forward after the group's last layer). A layer's file is written
+atomically once complete; the running sums of the current group are checkpointed atomically to
+``partial.safetensors`` every minute (or ``checkpoint_every`` batches) with the batch count, so a
+rerun with the same inputs (``run.json``) skips finished layers and continues the group from
+its last checkpointed batch, giving bit-identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..artifacts import atomic_path, provenance, read_json, write_json
+from ..errors import UserError
+from .models import ModelAdapter
+from .text import TokenBatch
+
+ACT_SCALE_RULE = "per-layer symmetric: s_a = max|x| over the layer's first calibration batch / qmax; codes clipped to the grid"
+
+
+class DampingWarning(UserWarning):
+    """Damping had to be raised above the requested relative value to make H positive definite."""
+
+
+@dataclass(frozen=True)
+class Damped:
+    H: torch.Tensor
+    damp: float       # absolute λ added to diag H
+    rel: float        # λ / mean(diag H) actually used (requested rel unless raised)
+    raised: bool
+
+
+def damped(H: torch.Tensor, rel: float = 0.01, name: str = "H", max_tries: int = 12) -> Damped:
+    """``H + λI`` with ``λ = rel · mean(diag H)``; if Cholesky fails, λ grows ×10 until it succeeds.
+
+    Raising is never silent: it emits a :class:`DampingWarning` naming the layer and sets
+    ``raised``. An all-zero H (dead inputs) is damped with ``λ = rel`` (absolute). ``rel = 0``
+    returns H unchanged without the check (exact, possibly singular).
+    """
+    if rel < 0:
+        raise UserError(f"damping must be >= 0, got {rel}")
+    if rel == 0:
+        return Damped(H, 0.0, 0.0, False)
+    mean_diag = float(torch.diagonal(H).mean())
+    base = mean_diag if mean_diag > 0 else 1.0
+    lam = rel * base
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for attempt in range(max_tries):
+        Hd = H + lam * eye
+        if int(torch.linalg.cholesky_ex(Hd).info) == 0:
+            raised = attempt > 0 or mean_diag <= 0
+            if raised:
+                warnings.warn(DampingWarning(f"{name}: H is singular/indefinite; damping raised from {rel:g} to "
+                                             f"{lam / base:g} x mean(diag H) (lambda = {lam:.3e})"), stacklevel=2)
+            return Damped(Hd, lam, lam / base, raised)
+        lam *= 10
+    raise UserError(f"{name}: H stays indefinite even with damping {lam:.3e}; its calibration data is corrupt, recalibrate")
+
+
+class _Stop(Exception):
+    """Raised by the last hook of a group to skip the rest of the forward."""
+
+
+class _Acc:
+    """Running float64 sums of one layer: Σ x xᵀ, token count, activation histogram."""
+
+    def __init__(self, name: str, K: int, abits: int, signed: bool, device):
+        self.name, self.K = name, K
+        self.qmin, self.qmax = (-(1 << (abits - 1)), (1 << (abits - 1)) - 1) if signed else (0, (1 << abits) - 1)
+        self.S = torch.zeros(K, K, dtype=torch.float64, device=device)
+        self.hist = torch.zeros(self.qmax - self.qmin + 1, dtype=torch.float64, device=device)
+        self.n, self.clipped, self.scale = 0, 0, 0.0  # scale 0 = not set yet
+
+    def add(self, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+        if x.shape[-1] != self.K:
+            raise UserError(f"layer {self.name}: input has {x.shape[-1]} features, expected {self.K}")
+        if mask is not None and x.shape[:-1] != mask.shape:
+            if x.shape[:-1].numel() != mask.numel():
+                raise UserError(f"layer {self.name}: input shape {tuple(x.shape)} does not match the attention mask "
+                                f"{tuple(mask.shape)}; give a forward whose linears see one row per token")
+        X = x.reshape(-1, self.K)
+        if mask is not None:
+            X = X[mask.reshape(-1)]
+        X = X.to(torch.float64)
+        if not bool(torch.isfinite(X).all()):
+            raise UserError(f"layer {self.name}: NaN or Inf in its input activations; check the model weights and inputs")
+        self.S.addmm_(X.T, X)
+        self.n += X.shape[0]
+        if X.numel() == 0:
+            return
+        if self.scale == 0.0:
+            self.scale = float(X.abs().max() if self.qmin < 0 else X.max().clamp_min(0)) / self.qmax
+        q = torch.round(X / self.scale) if self.scale > 0 else torch.zeros_like(X)
+        out = (q < self.qmin) | (q > self.qmax)
+        self.clipped += int(out.sum())
+        idx = (q.clamp(self.qmin, self.qmax) - self.qmin).to(torch.int64).reshape(-1)
+        self.hist += torch.bincount(idx, minlength=len(self.hist)).to(torch.float64)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"{self.name}/S": self.S, f"{self.name}/hist": self.hist,
+                f"{self.name}/meta": torch.tensor([self.n, self.clipped, self.scale], dtype=torch.float64)}
+
+    def load(self, st: dict[str, torch.Tensor]) -> None:
+        self.S.copy_(st[f"{self.name}/S"])
+        self.hist.copy_(st[f"{self.name}/hist"])
+        n, c, s = st[f"{self.name}/meta"].tolist()
+        self.n, self.clipped, self.scale = int(n), int(c), float(s)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if self.n == 0:
+            raise UserError(f"layer {self.name} saw no tokens: the forward never calls it; exclude it from the plan")
+        cpu = lambda t: t.detach().cpu().contiguous()  # noqa: E731
+        f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        i64 = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
+        return {"H": cpu(self.S * (2.0 / self.n)), "damp": f64(0.0), "n_tokens": i64(self.n), "act_hist": cpu(self.hist),
+                "act_scale": f64(self.scale), "act_code_min": i64(self.qmin), "act_clipped": i64(self.clipped)}
+
+
+def hessian_path(calib_dir: str | Path, layer: str) -> Path:
+    return Path(calib_dir) / "hessians" / f"{layer}.safetensors"
+
+
+def _save_st(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def execution_order(adapter: ModelAdapter, batch: dict[str, torch.Tensor]) -> tuple[list[str], dict[str, int]]:
+    """Planned layers in the order the forward first calls them, and calls per forward."""
+    calls: dict[str, int] = {}
+    hooks = [lin.module.register_forward_hook(lambda m, i, o, n=lin.name: calls.__setitem__(n, calls.get(n, 0) + 1))
+             for lin in adapter.linears]
+    try:
+        adapter.forward(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    never = [l.name for l in adapter.linears if l.name not in calls]
+    if never:
+        raise UserError(f"layer {never[0]} is never called by the model's forward; exclude it from the plan")
+    return list(calls), calls
+
+
+def _groups(adapter: ModelAdapter, order: list[str], max_bytes: int) -> list[list[str]]:
+    out: list[list[str]] = [[]]
+    used = 0
+    for name in order:
+        b = 8 * adapter.layer(name).in_features ** 2
+        if out[-1] and used + b > max_bytes:
+            out.append([])
+            used = 0
+        out[-1].append(name)
+        used += b
+    return out
+
+
+def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device: str = "cpu", batch_size: int = 8,
+              abits: int = 8, asigned: bool = True, max_hessian_bytes: int = 4 << 30, checkpoint_every: int | None = None,
+              checkpoint_s: float = 60.0,
+              overwrite: bool = False, progress: bool = True, extra_meta: dict | None = None,
+              on_batch: Callable[[int, int], None] | None = None) -> Path:
+    """Accumulate ``H`` and activation histograms of every planned layer into the folder ``out``.
+
+    Resumes an interrupted run with the same inputs; ``overwrite`` discards a different one. The
+    running sums are checkpointed after every ``checkpoint_every`` batches (if given) and whenever
+    ``checkpoint_s`` seconds passed since the last checkpoint.
+    ``on_batch(group, batch)`` is called after each finished batch (progress hooks, tests).
+    """
+    out = Path(out)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    if not 1 <= abits <= 16:
+        raise UserError(f"activation bits must be in 1..16, got {abits}")
+    t_hash = time.perf_counter()
+    spec = {"model": adapter.name, "model_sha256": adapter.sha256(), "tokens_sha256": tokens.sha256(),
+            "abits": abits, "asigned": asigned, "batch_size": batch_size, "layers": [l.name for l in adapter.linears]}
+    run_file = out / "run.json"
+    if run_file.is_file():
+        old = read_json(run_file, "calibration run record")
+        if old.get("spec") != spec:
+            if not overwrite:
+                raise UserError(f"{out} holds a calibration of other inputs (model, tokens or settings differ); use a new --out or --overwrite")
+            import shutil
+
+            shutil.rmtree(out)
+        elif (out / "meta.json").is_file() and not overwrite:
+            return out
+    t0 = time.perf_counter()
+    write_json(run_file, {"spec": spec})
+    timing = {"hash_s": t0 - t_hash, "accumulate_s": 0.0, "write_s": 0.0}
+    adapter.to(device)
+    probe = next(tokens.batches(1, device))
+    order, calls = execution_order(adapter, probe)
+    early_stop = max(calls.values()) == 1
+    groups = _groups(adapter, order, max_hessian_bytes)
+    n_batches = -(-len(tokens) // batch_size)
+    pbar = _progress(progress, len(groups) * n_batches)
+    try:
+        for gi, group in enumerate(groups):
+            if all(hessian_path(out, n).is_file() for n in group):
+                pbar.advance(n_batches)
+                continue
+            _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, (checkpoint_every, checkpoint_s),
+                       early_stop and gi < len(groups) - 1, pbar, on_batch, timing)
+    finally:
+        pbar.stop()
+    layers = []
+    for name in order:
+        lin = adapter.layer(name)
+        with safe_open(str(hessian_path(out, name)), "pt") as f:
+            n_tok = int(f.get_tensor("n_tokens"))
+        layers.append({"name": name, "in_features": lin.in_features, "out_features": lin.out_features, "tokens": n_tok})
+    write_json(out / "layers.json", layers)
+    meta = provenance(model=adapter.name, model_sha256=adapter.sha256(), tokens_sha256=tokens.sha256()) | {
+        "model": adapter.name, "model_source": adapter.source, "model_sha256": adapter.sha256(), "data": tokens.spec,
+        "seed": tokens.spec.get("seed"), "n_tokens": tokens.n_tokens, "device": device, "batch_size": batch_size,
+        "abits": abits, "asigned": asigned, "act_scale_rule": ACT_SCALE_RULE, "n_layers": len(layers),
+        "wall_s": round(time.perf_counter() - t0, 3), "timing_s": {k: round(v, 4) for k, v in timing.items()}} | (extra_meta or {})
+    write_json(out / "meta.json", meta)
+    return out
+
+
+def _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, checkpoint_every, early_stop,
+               pbar, on_batch, timing: dict) -> None:
+    accs = {n: _Acc(n, adapter.layer(n).in_features, abits, asigned, device) for n in group}
+    partial = out / "partial.safetensors"
+    start = 0
+    if partial.is_file():
+        with safe_open(str(partial), "pt") as f:
+            md = f.metadata() or {}
+        if json.loads(md.get("layers", "[]")) == group:
+            st = load_file(str(partial), device=str(device))
+            for a in accs.values():
+                a.load(st)
+            start = int(md["batches_done"])
+    state = {"mask": None}
+    last = group[-1]
+
+    def hook(m, inputs, output, name):
+        accs[name].add(inputs[0].detach(), state["mask"])
+        if early_stop and name == last:
+            raise _Stop
+
+    hooks = [adapter.layer(n).module.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in group]
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    t = t_ckpt = time.perf_counter()
+    try:
+        for bi, batch in enumerate(tokens.batches(batch_size, device)):
+            if bi < start:
+                pbar.advance(1)
+                continue
+            state["mask"] = batch["attention_mask"].bool()
+            try:
+                adapter.forward(batch)
+            except _Stop:
+                pass
+            every, secs = checkpoint_every
+            due = (every and (bi + 1) % every == 0) or time.perf_counter() - t_ckpt >= secs
+            if due and (bi + 1) * batch_size < len(tokens):
+                t_ckpt = time.perf_counter()
+                st = {k: v for a in accs.values() for k, v in a.state().items()}
+                _save_st(partial, st, {"layers": json.dumps(group), "batches_done": str(bi + 1)})
+            pbar.advance(1)
+            if on_batch is not None:
+                on_batch(gi, bi)
+    finally:
+        for h in hooks:
+            h.remove()
+    sync()
+    t1 = time.perf_counter()
+    for n, a in accs.items():
+        _save_st(hessian_path(out, n), a.result(), {"layer": n})
+    partial.unlink(missing_ok=True)
+    timing["accumulate_s"] += t1 - t
+    timing["write_s"] += time.perf_counter() - t1
+
+
+class _NoProgress:
+    def advance(self, n: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress(transient=True)
+        self.task = self.p.add_task("calibrating (batches x layer groups)", total=total)
+        self.p.start()
+
+    def advance(self, n: int) -> None:
+        self.p.advance(self.task, n)
+
+    def stop(self) -> None:
+        self.p.stop()
+
+
+def _progress(on: bool, total: int):
+    return _RichProgress(total) if on else _NoProgress()
+
+
+# -- reading a calibration folder ----------------------------------------------------------
+
+def load_calibration(calib_dir: str | Path) -> tuple[dict, list[dict]]:
+    """``(meta, layers)`` of a finished calibration folder."""
+    d = Path(calib_dir)
+    if not d.is_dir():
+        raise UserError(f"calibration folder {d} not found; run `halo-opt calibrate --out {d}` first")
+    if not (d / "meta.json").is_file():
+        raise UserError(f"calibration in {d} is incomplete (no meta.json); rerun the same `halo-opt calibrate` command to resume it")
+    return read_json(d / "meta.json", "calibration metadata"), read_json(d / "layers.json", "calibration layer list")
+
+
+def load_hessian(calib_dir: str | Path, layer: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of one layer (``H``, ``n_tokens``, ``act_hist``, ``act_scale``, ...)."""
+    p = hessian_path(calib_dir, layer)
+    if not p.is_file():
+        raise UserError(f"no Hessian for layer {layer!r} in {calib_dir}; recalibrate with this layer planned")
+    try:
+        return load_file(str(p), device=device)
+    except Exception as e:
+        raise UserError(f"Hessian file {p} is unreadable ({type(e).__name__}); recalibrate") from None

@@ -1,0 +1,44 @@
+"""`halo-opt calibrate`: layer-input Hessians of a model on calibration text (contract §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    out: Path = typer.Option(..., "--out", help="run folder to write (resumed if interrupted)"),
+    model: str = typer.Option("minilm", "--model", help="minilm (embedded), smollm2-135m (pulled) or a local HF folder"),
+    text: Optional[list[Path]] = typer.Option(None, "--text", help="calibration text files/folders (default: stdlib docstrings)"),
+    sequences: int = typer.Option(64, "--sequences", help="number of calibration sequences"),
+    seq_len: int = typer.Option(128, "--seq-len", help="tokens per sequence (incl. special tokens)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the document order"),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the stdlib calibration/held-out module split"),
+    heldout_frac: float = typer.Option(0.2, "--heldout-frac", help="fraction of stdlib modules held out for evaluation"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
+    batch_size: int = typer.Option(8, "--batch-size", help="sequences per forward"),
+    abits: int = typer.Option(8, "--abits", help="MAC activation bits (histogram grid)"),
+    unsigned_acts: bool = typer.Option(False, "--unsigned-acts", help="unsigned activation grid [0, 2^b-1]"),
+    include: Optional[str] = typer.Option(None, "--include", help="regex of planned linears (default: every linear in the blocks)"),
+    exclude: Optional[str] = typer.Option(None, "--exclude", help="regex of linears to leave out"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated explicit layer names"),
+    max_hessian_gb: float = typer.Option(4.0, "--max-hessian-gb", help="memory for Hessians per pass (more layers -> more passes)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a run of other inputs in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Accumulate H = (2/n) Σ x xᵀ per planned linear layer (float64, streaming) + activation histograms."""
+    from ..calibration import calibrate, calibration_batch, load_model
+    from ..calibration.models import DEFAULT_INCLUDE
+
+    adapter = load_model(model, include or DEFAULT_INCLUDE, exclude, layers.split(",") if layers else None)
+    tokens = calibration_batch(adapter.tokenizer, text, sequences, seq_len, seed, split_seed, heldout_frac,
+                               max_length=adapter.max_length)
+    calibrate(adapter, tokens, out, device=device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
+              max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress)
+    typer.echo(f"calibrated {len(adapter.linears)} layers of {adapter.name} on {tokens.n_tokens} tokens "
+               f"(model sha256 {adapter.sha256()[:12]}) -> {out}")

@@ -1,0 +1,59 @@
+"""`halo-opt costs`: per tile × codebook errors and per layer × level latency (contract §4)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+from . import app
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """``128`` -> (128, 128); ``128x64`` -> (128 output rows, 64 input columns)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise UserError(f"--tile {text!r} is not a size; use e.g. 128 or 128x64 (output rows x input columns)")
+    return parts[0], parts[1]
+
+
+@app.command("costs")
+def costs_cmd(
+    calib: Path = typer.Option(..., "--calib", help="calibration folder (halo-opt calibrate)"),
+    profile: Path = typer.Option(..., "--profile", help="MAC profile folder (with codebooks.json unless --codebooks)"),
+    out: Path = typer.Option(..., "--out", help="cost-table folder to write"),
+    accelerator: str = typer.Option("tpu_like", "--accelerator", help="tpu_like, gpu_like or a .toml path"),
+    tile: Optional[str] = typer.Option(None, "--tile", help="tile size, e.g. 128 or 128x64 (default: the accelerator's)"),
+    workload: str = typer.Option("prefill", "--workload", help="prefill or decode"),
+    batch: int = typer.Option(1, "--batch", help="sequences per pass"),
+    seq_len: int = typer.Option(128, "--seq-len", help="prompt length (prefill)"),
+    codebooks: Optional[Path] = typer.Option(None, "--codebooks", help="codebooks.json (default: PROFILE/codebooks.json)"),
+    damp: float = typer.Option(0.01, "--damp", help="relative damping of H (λ = damp·mean diag H); 0 = exact H"),
+    voltage_law: Optional[str] = typer.Option(None, "--voltage-law", help="alpha-power law name (default: the accelerator's, matched to the profile's v0)"),
+    grid: int = typer.Option(15, "--grid", help="scale grid points per row"),
+    exact_search: bool = typer.Option(False, "--exact-search", help="search scales in float64 (default: float32 search, float64 errors)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Build the cost tables the planner reads."""
+    from ..accelerators import Workload
+    from ..calibration.hessian import DampingWarning
+    from ..costs import build_costs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DampingWarning)
+        build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, Workload(workload, batch, seq_len),
+                    codebooks, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
+                    progress=progress)
+    for w in caught:
+        if issubclass(w.category, DampingWarning):
+            typer.echo(f"note: {w.message}", err=True)
+    typer.echo(f"cost tables -> {out}")

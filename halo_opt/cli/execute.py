@@ -1,0 +1,153 @@
+"""`halo-opt execute` (apply a plan, evaluate, validate, export) and `halo-opt tune` (closed loop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+from . import app
+
+_BASE = "int8-rtn,int4-rtn,int4-gptq"
+
+
+def _context(costs: Path, calib: Path, model: str, sequences: int, seq_len: int, seed: int, text, profile, device):
+    from ..execute.pipeline import context_from_folders
+
+    return context_from_folders(costs, calib, model, sequences, seq_len, seed, [str(t) for t in text] if text else None,
+                                str(profile) if profile else None, device)
+
+
+def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export: str, blocksize: int, progress: bool,
+           meta: dict, extra: dict | None = None) -> dict:
+    """Validate, export and write the report folder atomically; return the report dict."""
+    from ..artifacts import atomic_path, write_json
+    from ..execute.export import export_compressed_tensors, export_safetensors
+    from ..execute.pipeline import run_baselines, validate_execution
+    from ..execute.report import write_report
+
+    if export not in ("none", "ct", "safetensors", "both"):
+        raise UserError(f"unknown --export '{export}'; use none, ct, safetensors or both")
+    base = run_baselines(ctx, [b for b in baselines.split(",") if b], blocksize, progress) if baselines else {}
+    rep = validate_execution(ctx, plan, ex, metrics, base, meta)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_report(tmp, rep)
+        write_json(tmp / "plan.json", plan)
+        for k, v in (extra or {}).items():
+            write_json(tmp / k, v)
+        if export in ("ct", "both"):
+            export_compressed_tensors(tmp / "export-compressed-tensors", ctx.model, ctx.layers, ex, plan)
+        if export in ("safetensors", "both"):
+            export_safetensors(tmp / "export-safetensors", ex, plan)
+    return rep
+
+
+def _summary(rep: dict) -> str:
+    m = rep["methods"][f"plan-{rep['method']}"]["metrics"]
+    acc = ", ".join(f"{k} {v:.4g}" for k, v in m.items())
+    return (f"{rep['method']}: {acc}; Spearman(pred, meas) {rep['validation']['spearman']:.3f}; "
+            f"timing misses {rep['timing']['miss_timing']}/{rep['timing']['tiles']}")
+
+
+_opt = dict(
+    costs=typer.Option(..., "--costs", help="cost-table folder from `halo-opt costs`"),
+    calib=typer.Option(..., "--calib", help="calibration folder from `halo-opt calibrate` (Hessians)"),
+    model=typer.Option("minilm", "--model", help="`minilm` (embedded) or a local Hugging Face model folder"),
+    method=typer.Option("rtn", "--method", help="rtn | gptq"),
+    out=typer.Option(..., "--out", help="report folder to write"),
+    baselines=typer.Option(_BASE, "--baselines", help="comma list of int8-rtn,int8-gptq,int4-rtn,int4-gptq ('' for none)"),
+    export=typer.Option("safetensors", "--export", help="none | ct (compressed-tensors) | safetensors | both"),
+    profile=typer.Option(None, "--profile", help="MAC profile (per-code delay/energy) for the realised timing"),
+    sequences=typer.Option(32, "--sequences", help="held-out sequences"),
+    seq_len=typer.Option(128, "--seq-len", help="held-out sequence length (tokens)"),
+    seed=typer.Option(0, "--seed", help="held-out text seed"),
+    text=typer.Option(None, "--text", help="held-out text files (default: held-out stdlib docstrings)"),
+    device=typer.Option("cpu", "--device", help="cpu | cuda"),
+    blocksize=typer.Option(128, "--blocksize", help="GPTQ lazy-batch block size (columns)"),
+    progress=typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+)
+
+
+@app.command()
+def execute(
+    plan: Path = typer.Option(..., "--plan", help="plan.json from `halo-opt plan`"),
+    costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
+    out: Path = _opt["out"], baselines: str = _opt["baselines"], export: str = _opt["export"],
+    profile: Optional[Path] = _opt["profile"], sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"],
+    seed: int = _opt["seed"], text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"],
+    blocksize: int = _opt["blocksize"], progress: bool = _opt["progress"],
+) -> None:
+    """Apply a plan (RTN or GPTQ per tile codebook), evaluate on held-out text, validate, export."""
+    from ..artifacts import provenance, sha256_file
+    from ..execute.inputs import check_plan, load_costs, load_plan
+    from ..execute.pipeline import run_plan
+
+    p = load_plan(plan)
+    check_plan(p, load_costs(costs))  # fail fast (another cost folder / profile) before loading the model
+    ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
+    ex, metrics = run_plan(ctx, p, method, blocksize, progress)
+    meta = {"meta": provenance(plan_sha256=sha256_file(plan), costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256,
+                               method=method, sequences=sequences, seq_len=seq_len, seed=seed),
+            "plan": str(plan), "costs": str(costs)}
+    rep = _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
+    typer.echo(f"{_summary(rep)} -> {out}")
+
+
+@app.command()
+def tune(
+    target: str = typer.Option(..., "--target", help="accuracy target, e.g. cosine>=0.99 or ppl<=5%"),
+    scenario: Path = typer.Option(..., "--scenario", help="scenario TOML; its budget is what the loop tunes"),
+    costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
+    out: Path = _opt["out"],
+    solver: str = typer.Option("lagrange", "--solver", help="planner solver (see `halo-opt plan`)"),
+    budget_min: float = typer.Option(0.0, "--budget-min", help="smallest relative budget ε tried (must meet the target)"),
+    budget_max: float = typer.Option(0.2, "--budget-max", help="largest relative budget ε tried"),
+    iters: int = typer.Option(8, "--iters", help="bisection steps"),
+    time_limit: float = typer.Option(30.0, "--time-limit", help="solver time limit per budget, s"),
+    baselines: str = _opt["baselines"], export: str = _opt["export"], profile: Optional[Path] = _opt["profile"],
+    sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"], seed: int = _opt["seed"],
+    text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"], blocksize: int = _opt["blocksize"],
+    progress: bool = _opt["progress"],
+) -> None:
+    """Largest error budget whose plan meets --target on held-out text (planner ∘ executor, bisection)."""
+    from ..artifacts import provenance
+    from ..execute.evaluate import parse_target
+    from ..execute.pipeline import run_plan
+    from ..execute.tune import tune as run_tune
+    from ..solve import get_solver
+    from ..solve.build import build_problem
+    from ..solve.infeasible import diagnose, explain
+    from ..solve.plan import plan_dict
+    from ..solve.scenario import load_scenario
+
+    tgt = parse_target(target)
+    sc0 = load_scenario(scenario)
+    solve = get_solver(solver)
+    ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
+
+    def plan_fn(b: float) -> dict:
+        sc = sc0.with_overrides(budget=b)
+        prob = build_problem(costs, sc)
+        msg = diagnose(prob)
+        if msg:
+            raise UserError(msg)
+        r = solve(prob, time_limit=time_limit, seed=seed)
+        if not r.has_plan:
+            raise UserError(r.info.get("reason") or explain(prob))
+        return plan_dict(prob, r, sc.to_dict(), costs)
+
+    def measure(plan: dict) -> dict:
+        return run_plan(ctx, plan, method, blocksize, False)[1]
+
+    res = run_tune(plan_fn, measure, tgt, budget_min, budget_max, iters, progress=typer.echo if progress else None)
+    ex, m = run_plan(ctx, res.plan, method, blocksize, progress)  # deterministic re-run: no codes kept per budget
+    meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
+                               solver=solver, scenario=str(scenario)),
+            "plan": f"tuned budget {res.budget:.6g}", "costs": str(costs),
+            "tune": {"target": target, "budget": res.budget, "history": res.history}}
+    rep = _write(out, ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta,
+                 {"tune.json": {"target": target, "budget": res.budget, "metrics": res.metrics, "history": res.history}})
+    typer.echo(f"budget {res.budget:.6g} meets {target}: {_summary(rep)} -> {out}")

@@ -1,0 +1,213 @@
+"""Cost tables (docs/contracts.md §4): per tile × codebook error, per layer × level latency.
+
+Tiles. ``W`` [N_out, K_in] of every planned layer is cut into tiles aligned to the array:
+``tile = (rows, cols)`` = output rows × input columns (edge tiles may be smaller). Tile ids run
+over layers in execution order, then row blocks, then column blocks.
+
+Error. For tile ``g`` (rows ``R_g``, columns ``K_g``) and codebook ``c``
+
+    e_gc = Σ_{r∈R_g} Δw_r H_{K_g K_g} Δw_rᵀ,   Δw_r = s_r·Q_c(w_r/s_r) − w_r  (on columns K_g)
+
+with ``s_r`` per output row and tile chosen on a grid to minimise the same quantity
+(:mod:`halo_opt.quantize`), and ``H`` the layer's calibration Hessian damped by
+``λ = damp · mean(diag H)`` (:func:`~halo_opt.calibration.hessian.damped`; ``damp = 0`` keeps
+H exact). Summed over the tiles of one column block, ``e`` equals ``(2/n)‖ΔW_{:,K_g} X_{K_g}‖²``
+exactly (undamped); summed over a whole layer it is the block-diagonal part of
+``tr(ΔW H ΔWᵀ)`` (cross terms between column blocks are left out, rows never interact).
+``normaliser = Σ_l tr(W_l H_l W_lᵀ)`` (same units) makes budgets relative.
+
+Latency per layer × DVFS level from the accelerator's roofline; ``levels.json`` holds each
+level's leakage power (``MAC leakage × n_MACs × leak_scale(V)``) and, per codebook, the timing
+slack at each level (``null`` where it misses timing).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .accelerators import Accelerator, LayerShape, Workload, load_accelerator
+from .artifacts import atomic_path, provenance, read_json, sha256_file, write_json, write_parquet
+from .calibration.hessian import DampingWarning, damped, load_calibration, load_hessian
+from .calibration.models import ModelAdapter, load_model
+from .errors import UserError
+from .quantize import scale_grid, search_scales
+
+
+def tile_grid(out_features: int, in_features: int, tile: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(row0, row1, col0, col1)`` of a [N_out, K_in] weight, row blocks outer."""
+    tr, tc = tile
+    return [(r, min(r + tr, out_features), c, min(c + tc, in_features))
+            for r in range(0, out_features, tr) for c in range(0, in_features, tc)]
+
+
+def layer_tile_errors(W: torch.Tensor, H: torch.Tensor, tile: tuple[int, int], codebooks: Sequence,
+                      factors: torch.Tensor | None = None, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Errors ``e`` [G, C] (tiles in :func:`tile_grid` order × codebooks) and scales [C, N_out, n_col_blocks].
+
+    ``W`` [N, K] and ``H`` [K, K] (already damped as wanted); float64 results.
+    """
+    N, K = W.shape
+    tr, tc = tile
+    nrb, ncb = -(-N // tr), -(-K // tc)
+    factors = scale_grid() if factors is None else factors
+    err = torch.zeros(nrb, ncb, len(codebooks), dtype=torch.float64)
+    scales = torch.zeros(len(codebooks), N, ncb, dtype=torch.float64)
+    row_block = torch.arange(N, device=W.device) // tr
+    for j in range(ncb):
+        c0, c1 = j * tc, min((j + 1) * tc, K)
+        Wb, Hb = W[:, c0:c1].contiguous(), H[c0:c1, c0:c1].contiguous()
+        for ci, cb in enumerate(codebooks):
+            s, e = search_scales(Wb, Hb, getattr(cb, "codes", cb), factors, fast)
+            scales[ci, :, j] = s.cpu()
+            err[:, j, ci] = torch.zeros(nrb, dtype=torch.float64, device=W.device).index_add_(0, row_block, e).cpu()
+    return err.reshape(nrb * ncb, len(codebooks)), scales
+
+
+def _profile_meta(profile_dir: Path) -> tuple[dict, str]:
+    if not profile_dir.is_dir():
+        raise UserError(f"MAC profile folder {profile_dir} not found; run `halo-opt characterize --out {profile_dir}` first")
+    pj = profile_dir / "profile.json"
+    if not pj.is_file():
+        raise UserError(f"{profile_dir} has no profile.json; run `halo-opt characterize --out {profile_dir}` first")
+    raw = read_json(pj, "profile metadata")
+    return raw.get("meta", {}), str(raw.get("sha256") or sha256_file(pj))
+
+
+def _pick_law(acc: Accelerator, v0: float | None, name: str | None):
+    from .hardware.dvfs import load_voltage_law
+
+    if name:
+        return load_voltage_law(name)
+    law = load_voltage_law(acc.voltage_law)
+    if v0 is None or abs(law.v0 - v0) < 1e-9:
+        return law
+    import tomllib
+
+    from .paths import data_dir
+
+    laws = tomllib.loads((data_dir() / "voltage_laws.toml").read_text())
+    match = [n for n, p in laws.items() if abs(float(p.get("v0", -1)) - v0) < 1e-9]
+    if not match:
+        raise UserError(f"no voltage law in data/voltage_laws.toml has v0 = {v0} V (the MAC profile's); add one or pass --voltage-law")
+    return load_voltage_law(match[0])
+
+
+def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path, accelerator: str | Path = "tpu_like",
+                tile: tuple[int, int] | None = None, workload: Workload = Workload(), codebooks_path: str | Path | None = None,
+                model: ModelAdapter | None = None, damp: float = 0.01, voltage_law: str | None = None, n_grid: int = 15,
+                fast: bool = True, device: str = "cpu", progress: bool = True) -> Path:
+    """Write the cost-table folder ``out`` (contract §4) from a calibration and a MAC profile."""
+    from .hardware.codebooks import load_codebooks
+    from .hardware.dvfs import load_dvfs
+
+    t0 = time.perf_counter()
+    calib_dir, profile_dir, out = Path(calib_dir), Path(profile_dir), Path(out)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    cmeta, layers = load_calibration(calib_dir)
+    pmeta, profile_sha = _profile_meta(profile_dir)
+    cb_path = Path(codebooks_path) if codebooks_path else profile_dir / "codebooks.json"
+    if not cb_path.is_file():
+        raise UserError(f"codebooks file {cb_path} not found; run `halo-opt codebooks` first or pass --codebooks")
+    books = load_codebooks(cb_path)
+    full = next((b for b in books if b.name == "full"), None)
+    if full is None:
+        raise UserError(f"{cb_path} has no 'full' codebook (the whole code grid); regenerate it with `halo-opt codebooks`")
+    acc = load_accelerator(accelerator)
+    tile = tuple(int(t) for t in (tile or acc.tile))
+    if len(tile) != 2 or min(tile) < 1:
+        raise UserError(f"tile must be two positive sizes (output rows, input columns), got {tile}")
+    v0 = float(pmeta["v0"]) if "v0" in pmeta else None
+    law = _pick_law(acc, v0, voltage_law)
+    table = load_dvfs(acc.dvfs, full.delay_ps, law)
+    v0 = law.v0 if v0 is None else v0
+
+    names = [l["name"] for l in layers]
+    if model is None:
+        src = cmeta.get("model_source")
+        if not src:
+            raise UserError(f"calibration {calib_dir} was made from an in-memory model; pass the same model to build_costs(model=...)")
+        model = load_model(src, layers=names)
+    if model.sha256() != cmeta.get("model_sha256"):
+        raise UserError(f"model weights differ from those calibrated in {calib_dir} (SHA-256 mismatch); recalibrate this model")
+
+    factors = scale_grid(n_grid)
+    M = workload.tokens
+    rows_l, rows_t, errs, notes = [], [], [], []
+    tile0 = 0
+    it = _track(layers, progress)
+    for order, lay in enumerate(it):
+        name = lay["name"]
+        W = model.layer(name).weight().to(device=device, dtype=torch.float64)
+        H = load_hessian(calib_dir, name, device)["H"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DampingWarning)
+            d = damped(H, damp, name)
+        notes += [str(w.message) for w in caught if issubclass(w.category, DampingWarning)]
+        tr_whw = float(((W @ d.H) * W).sum())
+        e, _ = layer_tile_errors(W, d.H, tile, books, factors, fast)
+        errs.append(e.numpy())
+        shape = LayerShape(name, W.shape[1], W.shape[0], M)
+        grid = tile_grid(W.shape[0], W.shape[1], tile)
+        for k, (r0, r1, c0, c1) in enumerate(grid):
+            rows_t.append({"tile": tile0 + k, "layer": name, "row0": r0, "row1": r1, "col0": c0, "col1": c1,
+                           "macs": (r1 - r0) * (c1 - c0) * M})
+        tile0 += len(grid)
+        rows_l.append({"layer": name, "order": order, "out_features": shape.out_features, "in_features": shape.in_features,
+                       "tokens": M, "macs": shape.macs, "tr_WHW": tr_whw, "cycles": acc.cycles(shape),
+                       "bytes": acc.bytes(shape), "damp": d.damp})
+    E = np.concatenate(errs)
+    errors = pd.DataFrame({"tile": np.arange(len(E))} | {b.name: E[:, i] for i, b in enumerate(books)})
+    lat = []
+    for r in rows_l:
+        shape = LayerShape(r["layer"], r["in_features"], r["out_features"], M)
+        for lv in table.levels:
+            sec, cb = acc.latency(shape, lv)
+            lat.append({"layer": r["layer"], "level": lv.name, "seconds": sec, "compute_bound": cb})
+    leak_w = float(pmeta.get("leakage_w", 0.0))
+    levels = {"levels": [{"name": lv.name, "voltage_v": lv.voltage_v, "freq_hz": lv.freq_hz,
+                          "leak_power_w": leak_w * acc.n_macs * law.leak_scale(lv.voltage_v)} for lv in table.levels],
+              "compat": {b.name: {lv.name: (s if (s := table.slack_ps(b.delay_ps, lv)) >= 0 else None) for lv in table.levels}
+                         for b in books}}
+    normaliser = float(sum(r["tr_WHW"] for r in rows_l))
+    meta = provenance(model_sha256=cmeta.get("model_sha256"), calib_sha256=sha256_file(calib_dir / "meta.json"),
+                      profile_sha256=profile_sha, codebooks_sha256=sha256_file(cb_path),
+                      accelerator=acc.name, accelerator_sha256=acc.config_sha256,
+                      workload={"phase": workload.phase, "batch": workload.batch, "seq_len": workload.seq_len}) | {
+        "model": cmeta.get("model"), "model_sha256": cmeta.get("model_sha256"), "accelerator": acc.name,
+        "accelerator_kind": type(acc).__name__, "n_macs": acc.n_macs, "bandwidth_Bps": acc.bandwidth_Bps,
+        "workload": {"phase": workload.phase, "batch": workload.batch, "seq_len": workload.seq_len, "tokens": M},
+        "tile": list(tile), "tile_axes": ["out_features", "in_features"], "normaliser": normaliser, "v0": v0,
+        "switch": {"time_s": table.switch_time_s, "energy_j": table.switch_energy_j},
+        "dvfs": table.name, "margin": table.margin, "voltage_law": law.name, "full_delay_ps": full.delay_ps,
+        "damp_rel": damp, "damping_notes": notes, "scale_grid": factors.tolist(), "fast_search": fast,
+        "n_tiles": len(errors), "n_layers": len(rows_l), "wall_s": round(time.perf_counter() - t0, 3)}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_parquet(tmp / "layers.parquet", pd.DataFrame(rows_l))
+        write_parquet(tmp / "tiles.parquet", pd.DataFrame(rows_t))
+        write_parquet(tmp / "errors.parquet", errors)
+        write_parquet(tmp / "latency.parquet", pd.DataFrame(lat))
+        write_json(tmp / "codebooks.json", {"meta": {"source": str(cb_path)},
+                                            "codebooks": [{"name": b.name, "codes": list(b.codes), "delay_ps": b.delay_ps,
+                                                           "energy_fj": b.energy_fj, "family": b.family} for b in books]})
+        write_json(tmp / "levels.json", levels)
+        write_json(tmp / "meta.json", meta)
+    for n in notes:
+        warnings.warn(DampingWarning(n), stacklevel=2)
+    return out
+
+
+def _track(items, on: bool):
+    if not on:
+        return items
+    from rich.progress import track
+
+    return track(items, description="cost tables (layers)", transient=True)

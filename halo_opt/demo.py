@@ -1,0 +1,213 @@
+"""The demo: the whole pipeline on the embedded default model, composed from the public stages.
+
+characterize (cached) → calibrate → costs → plan (three HALO goals + baselines, several
+solvers) → Pareto sweeps → execute every plan → report. Holds no logic of its own beyond
+composition and the summary table; every stage resumes from its artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .artifacts import read_json, sha256_file, sha256_json, write_json, write_parquet
+from .paths import cache_dir, formulations_dir
+
+GOALS = ("performance", "energy", "balanced")
+BASELINES = ("baseline_int8", "baseline_int4")
+
+
+@dataclass
+class DemoConfig:
+    """Demo settings (defaults: a few minutes on 2 CPU cores)."""
+
+    out: Path = Path("runs/demo")
+    model: str = "minilm"
+    sequences: int = 64
+    seq_len: int = 128
+    heldout: int = 32
+    accelerator: str = "tpu_like"
+    tile: int | None = 64
+    solvers: tuple[str, ...] = ("cpsat", "lagrange", "greedy", "halo")
+    pareto_points: int = 8
+    time_limit: float = 20.0
+    seed: int = 0
+    workers: int = 2
+    arch: str = "array"
+    liberty: Path | None = None
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float = 0.0
+    cached: bool = False
+    note: str = ""
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    report: Path | None = None
+
+
+def _profile_dir(cfg: DemoConfig, log: Callable[[str], None]) -> tuple[Path, bool]:
+    """Characterize the 8-bit signed MAC once per settings; cached under ``cache_dir()/profiles``."""
+    from .hardware.characterize import CharacterizeConfig, characterize, write_characterization
+    from .hardware.verilog import MacSpec
+
+    cc = CharacterizeConfig(MacSpec(8, 8, True, 24, cfg.arch), cfg.liberty, seed=cfg.seed, threads=cfg.workers)
+    key = sha256_json({"spec": cc.spec.to_dict(), "liberty": sha256_file(cfg.liberty) if cfg.liberty else None,
+                       "n_psums": cc.n_psums, "n_energy": cc.n_energy, "seed": cc.seed, "timing": cc.timing,
+                       "version": __import__("halo_opt").__version__})[:20]
+    folder = cache_dir() / "profiles" / key
+    if (folder / "codebooks.json").is_file():
+        return folder, True
+    log("characterizing the MAC (the first Yosys start compiles WebAssembly: 30 s to a few minutes)")
+    profile, books, _ = characterize(cc)
+    write_characterization(folder, profile, books, title=f"{cc.spec.name} — {profile.meta['library']}")
+    return folder, False
+
+
+def _calibrate(cfg: DemoConfig, folder: Path, progress: bool) -> bool:
+    from .calibration.hessian import calibrate
+    from .calibration.models import load_model
+    from .calibration.text import calibration_batch
+
+    done = (folder / "meta.json").is_file() and (folder / "layers.json").is_file()
+    ad = load_model(cfg.model)
+    tb = calibration_batch(ad.tokenizer, None, cfg.sequences, cfg.seq_len, cfg.seed, max_length=ad.max_length)
+    calibrate(ad, tb, folder, progress=progress, extra_meta={"demo": True})
+    return done
+
+
+def _costs(cfg: DemoConfig, calib: Path, profile: Path, folder: Path, progress: bool) -> bool:
+    from .costs import build_costs
+
+    if (folder / "meta.json").is_file():
+        m = read_json(folder / "meta.json")
+        inputs = m.get("inputs", {})
+        if inputs.get("calib_sha256") == sha256_file(calib / "meta.json") and inputs.get("codebooks_sha256") == sha256_file(profile / "codebooks.json"):
+            return True
+    tile = (cfg.tile, cfg.tile) if cfg.tile else None
+    build_costs(calib, profile, folder, cfg.accelerator, tile=tile, progress=progress)
+    return False
+
+
+def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
+    """Solve every goal with every solver, and the baselines with cpsat; write plan JSONs."""
+    from .solve import get_solver
+    from .solve.build import build_problem
+    from .solve.plan import write_plan
+    from .solve.scenario import load_scenario
+
+    rows = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in GOALS + BASELINES:
+        sc = load_scenario(formulations_dir() / f"{name}.toml")
+        p = build_problem(costs, sc)
+        hint = None
+        for solver in cfg.solvers if name in GOALS else ("cpsat",):
+            r = get_solver(solver)(p, time_limit=cfg.time_limit, workers=cfg.workers, seed=cfg.seed,
+                                   **({"hint": hint} if solver in ("cpsat", "milp") else {}))
+            if solver == "lagrange" and r.has_plan:
+                hint = r.assignment
+            row = {"scenario": name, "solver": solver, **{k: v for k, v in r.summary().items() if k != "name"}}
+            if r.has_plan:
+                path = folder / f"{name}-{solver}.json"
+                write_plan(path, p, r, sc.to_dict(), costs)
+                pred = read_json(path)["predicted"]
+                row |= {"plan": str(path), **{f"pred_{k}": v for k, v in pred.items()}}
+            rows.append(row)
+        if name == "performance":
+            bound = get_solver("lagrange")(build_problem(costs, sc.with_overrides(budget=math.inf)), time_limit=cfg.time_limit)
+            rows.append({"scenario": "physical_bound", "solver": "lagrange", **{k: v for k, v in bound.summary().items() if k != "name"},
+                         **_predicted(p, bound)})
+    return rows
+
+
+def _predicted(p, r) -> dict:
+    from .solve.problem import evaluate
+
+    if not r.has_plan:
+        return {}
+    ev = evaluate(p, r.assignment)
+    return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": ev.error / p.normaliser}
+
+
+def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, Path]:
+    from .solve.build import build_problem
+    from .solve.pareto import sweep, write
+    from .solve.scenario import load_scenario
+
+    figs = {}
+    for goal, ylabel in (("performance", "predicted latency per pass (s)"), ("energy", "predicted energy per pass (J)")):
+        p = build_problem(costs, load_scenario(formulations_dir() / f"{goal}.toml"))
+        df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed)
+        write(out / f"pareto-{goal}", df, plans, p, ylabel)
+        figs[goal] = out / f"pareto-{goal}" / "pareto.png"
+    return figs
+
+
+def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profile: Path, out: Path, progress: bool) -> dict:
+    """Run every plan (RTN) and the float/INT8/INT4 baselines through one evaluator."""
+    from .execute.pipeline import context_from_folders, run_baselines, run_plan, validate_execution
+    from .execute.report import write_report
+
+    ctx = context_from_folders(costs, calib, cfg.model, cfg.heldout, cfg.seq_len, cfg.seed, profile=str(profile))
+    base = run_baselines(ctx, ["int8-rtn", "int4-rtn"])
+    reports = {}
+    for row in rows:
+        if "plan" not in row:
+            continue
+        plan = json.loads(Path(row["plan"]).read_text())
+        ex, metrics = run_plan(ctx, plan, "rtn")
+        rep = validate_execution(ctx, plan, ex, metrics, None, {"plan": row["plan"], "costs": str(costs)})
+        key = f"{row['scenario']}-{row['solver']}"
+        folder = out / key
+        folder.mkdir(parents=True, exist_ok=True)
+        write_report(folder, rep)
+        row |= {f"meas_{k}": v for k, v in metrics.items()}
+        row |= {"spearman": rep["validation"]["spearman"], "timing_misses": rep["timing"]["miss_timing"],
+                "realized_latency_s": rep["cost"]["realized"].get("latency_s"), "realized_energy_j": rep["cost"]["realized"].get("energy_j")}
+        reports[key] = folder
+    return {"baselines": base, "reports": reports}
+
+
+def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> DemoResult:
+    """Run the whole pipeline into ``cfg.out`` (resuming finished stages) and write ``report.md``."""
+    from .report.demo_report import summarise, write_demo_report
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = DemoResult(out)
+
+    def stage(name: str, fn):
+        t0 = time.perf_counter()
+        log(f"[{len(res.stages) + 1}/6] {name}")
+        value = fn()
+        res.stages.append(Stage(name, time.perf_counter() - t0))
+        return value
+
+    profile, cached = stage("characterize the MAC", lambda: _profile_dir(cfg, log))
+    res.stages[-1].cached = cached
+    calib, costs = out / "calib", out / "costs"
+    res.stages[-1].note = str(profile)
+    stage("calibrate Hessians", lambda: _calibrate(cfg, calib, progress))
+    stage("cost tables", lambda: _costs(cfg, calib, profile, costs, progress))
+    rows = stage("plan: goals x solvers, baselines", lambda: _plans(cfg, costs, out / "plans"))
+    figs = stage("Pareto sweeps", lambda: _pareto(cfg, costs, out))
+    ex = stage("execute plans on the model", lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress))
+    res.rows = summarise(rows)
+    write_parquet(out / "summary.parquet", __import__("pandas").DataFrame(res.rows))
+    write_json(out / "demo.json", {"config": {k: str(v) for k, v in asdict(cfg).items()},
+                                   "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
+    res.report = write_demo_report(out, cfg, res.rows, ex["baselines"], profile, costs, figs, ex["reports"], res.stages)
+    return res

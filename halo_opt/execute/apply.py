@@ -1,0 +1,152 @@
+"""Quantize a layer per plan: each tile to its codebook, one scale per output row and tile.
+
+A layer's tiles must form a grid: row blocks × column blocks (``row_edges``, ``col_edges``).
+A quantized layer keeps integer codes ``q`` [N, K] and float64 scales ``s`` [N, B] (B column
+blocks); the weight the model runs is ``Ŵ[r, k] = float32(q[r, k]) · float32(s[r, b(k)])``
+(exactly what compressed-tensors' dequantize computes, so the export reloads bit-identically).
+
+RTN: per tile g, ``s = search_scales(W_g, H_{K_g K_g}, codes)`` (the cost stage's grid) and ``q = round-to-nearest-code(W_g / s)``
+(both from :mod:`halo_opt.quantize`, the same functions the cost stage used for ``e_gc``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import require
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles of one layer as a grid; ``tile[i, j]`` = global tile id of row block i, column block j."""
+
+    layer: str
+    row_edges: tuple[int, ...]
+    col_edges: tuple[int, ...]
+    tile: np.ndarray  # [n_row_blocks, n_col_blocks] int
+
+    @staticmethod
+    def from_tiles(layer: str, tiles: pd.DataFrame, shape: tuple[int, int]) -> "TileGrid":
+        """Build from the layer's rows of ``tiles.parquet``; UserError unless they tile [0,N)×[0,K) as a grid."""
+        N, K = shape
+        re = tuple(sorted(set(tiles["row0"]) | {N}))
+        ce = tuple(sorted(set(tiles["col0"]) | {K}))
+        ok = re[0] == 0 and ce[0] == 0 and len(tiles) == (len(re) - 1) * (len(ce) - 1)
+        grid = np.full((len(re) - 1, len(ce) - 1), -1, dtype=np.int64)
+        ri = {r: i for i, r in enumerate(re)}
+        ci = {c: j for j, c in enumerate(ce)}
+        for t, r0, r1, c0, c1 in tiles[["tile", "row0", "row1", "col0", "col1"]].itertuples(index=False):
+            i, j = ri.get(r0), ci.get(c0)
+            ok = ok and ri.get(r1) == i + 1 and ci.get(c1) == j + 1 and grid[i, j] < 0
+            if ok:
+                grid[i, j] = t
+        require(ok and (grid >= 0).all(), f"tiles of layer '{layer}' do not form a grid over its {N}x{K} weight; "
+                "the cost folder is for another model shape, regenerate it")
+        return TileGrid(layer, re, ce, grid)
+
+    def widths(self) -> torch.Tensor:
+        return torch.tensor(np.diff(self.col_edges))
+
+
+@dataclass
+class QuantLayer:
+    """Integer codes + scales of one planned layer (see module docstring)."""
+
+    name: str
+    q: torch.Tensor  # int16 [N, K] codes
+    scales: torch.Tensor  # float64 [N, B], per output row and column block (tile)
+    grid: TileGrid
+
+    def expanded_scales(self, dtype=torch.float64) -> torch.Tensor:
+        return self.scales.to(dtype).repeat_interleave(self.grid.widths().to(self.scales.device), dim=1)
+
+    def dequantize(self, dtype=torch.float32) -> torch.Tensor:
+        """The weight the model runs: ``float32(q) · float32(s)`` (then cast to ``dtype``)."""
+        return (self.q.to(torch.float32) * self.expanded_scales(torch.float32)).to(dtype)
+
+    def exact(self) -> torch.Tensor:
+        """``q · s`` in float64: the quantizer's ideal output (what ``e_gc`` is computed on)."""
+        return self.q.double() * self.expanded_scales(torch.float64)
+
+
+@dataclass(frozen=True)
+class ScaleSearch:
+    """Per-row scale search as the cost stage ran it (grid ``factors``, ``fast`` float32 search):
+    ``s = argmin_{f·max|w|/max|c|} Δw H Δwᵀ`` (:func:`halo_opt.quantize.search_scales`)."""
+
+    factors: tuple[float, ...] | None = None
+    fast: bool = False
+
+    @staticmethod
+    def from_meta(meta: dict) -> "ScaleSearch":
+        f = meta.get("scale_grid")
+        return ScaleSearch(tuple(float(x) for x in f) if f else None, bool(meta.get("fast_search", False)))
+
+    def __call__(self, W: torch.Tensor, H: torch.Tensor, codes) -> torch.Tensor:
+        from ..quantize import search_scales
+
+        f = torch.tensor(self.factors, dtype=torch.float64) if self.factors else None
+        return search_scales(W, H, codes, f, self.fast)[0]
+
+
+def tile_codes(codebooks: dict[str, list[int]], device=None) -> dict[str, torch.Tensor]:
+    """Codebook name -> sorted float64 code tensor."""
+    return {k: torch.tensor(sorted(v), dtype=torch.float64, device=device) for k, v in codebooks.items()}
+
+
+def damped(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """``H + damp·I`` (damp absolute, as recorded in the cost table)."""
+    return H + damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+
+
+def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, tile_codebook: list[str],
+                 codes: dict[str, torch.Tensor], scales: ScaleSearch = ScaleSearch()) -> QuantLayer:
+    """Round-to-nearest-code per tile with the error-optimal scale (float64).
+
+    ``W`` [N, K] float weight, ``H`` [K, K] damped Hessian, ``tile_codebook[g]`` the plan's codebook
+    of global tile g; ``scales`` the cost stage's scale search (so RTN reproduces ``e_gc`` exactly).
+    """
+    from ..quantize import quantize_to_codes
+
+    W = W.double()
+    H = H.double()
+    N, K = W.shape
+    q = torch.empty(N, K, dtype=torch.int16, device=W.device)
+    S = torch.empty(N, len(grid.col_edges) - 1, dtype=torch.float64, device=W.device)
+    for i, (r0, r1) in enumerate(zip(grid.row_edges, grid.row_edges[1:])):
+        for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
+            c = codes[tile_codebook[grid.tile[i, j]]].to(W.device)
+            Wt = W[r0:r1, c0:c1]
+            s = scales(Wt, H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
+            qt, _ = quantize_to_codes(Wt, s[:, None], c)
+            q[r0:r1, c0:c1] = qt.round().to(torch.int16)
+            S[r0:r1, j] = s
+    return QuantLayer(name, q, S, grid)
+
+
+def block_diag_error(ql: QuantLayer, W: torch.Tensor, H: torch.Tensor) -> np.ndarray:
+    """Per-tile ``Σ_{r∈R_g} Δw_r H_{K_g K_g} Δw_rᵀ`` with ``Δw = q·s − w`` (float64); indexed like grid.tile."""
+    D = ql.exact() - W.double().to(ql.q.device)
+    H = H.double().to(D.device)
+    g = ql.grid
+    out = np.zeros(g.tile.shape)
+    for j, (c0, c1) in enumerate(zip(g.col_edges, g.col_edges[1:])):
+        per_row = ((D[:, c0:c1] @ H[c0:c1, c0:c1]) * D[:, c0:c1]).sum(1)
+        for i, (r0, r1) in enumerate(zip(g.row_edges, g.row_edges[1:])):
+            out[i, j] = float(per_row[r0:r1].sum())
+    return out
+
+
+def code_histograms(ql: QuantLayer) -> dict[int, dict[int, int]]:
+    """Global tile id -> {code: count} of the codes the tile actually uses."""
+    g = ql.grid
+    out = {}
+    for i, (r0, r1) in enumerate(zip(g.row_edges, g.row_edges[1:])):
+        for j, (c0, c1) in enumerate(zip(g.col_edges, g.col_edges[1:])):
+            v, n = torch.unique(ql.q[r0:r1, c0:c1], return_counts=True)
+            out[int(g.tile[i, j])] = {int(a): int(b) for a, b in zip(v.tolist(), n.tolist())}
+    return out

@@ -1,0 +1,146 @@
+"""Validate an executed plan: predicted vs measured layer error, and timing of the codes used.
+
+Error. Predicted for layer l: ``Σ_{g∈l} e_{g,c(g)}`` from ``errors.parquet`` (block-diagonal part
+of ``tr(ΔW H ΔWᵀ)`` on the calibration Hessian, damped). Measured on held-out inputs x_t fed
+to the *float* model (the same inputs the Hessian sees):
+
+    measured_l = (2/n) Σ_t ‖(Ŵ_l − W_l) x_t‖²          (per token, same normalisation as H)
+
+i.e. the full ``tr(ΔW H_heldout ΔWᵀ)``. Spearman's ρ ranks layers by both.
+
+Timing. A tile may only hold codes of its codebook, and its codebook must meet the timing of
+its domain's level (``compat[c][v]`` not null). The realised delay of a tile is the max
+per-code delay over the codes it actually uses (profile) — never above the codebook's. The
+realised level of a domain is the fastest level (least latency) at which, for every tile,
+some codebook compatible with that level holds all the tile's used codes; realised energy
+weights per-code energy by the tile's code histogram: ``Σ_g macs_g · Σ_q p_g(q) E(q) · (V/V0)²``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .inputs import CostFolder
+
+
+@contextmanager
+def _hooks(layers: dict[str, torch.nn.Module], fn):
+    hs = [m.register_forward_hook(lambda mod, inp, out, n=n: fn(n, inp[0])) for n, m in layers.items()]
+    try:
+        yield
+    finally:
+        for h in hs:
+            h.remove()
+
+
+@torch.no_grad()
+def measure_output_errors(layers: dict[str, torch.nn.Module], deltas: dict[str, torch.Tensor],
+                          run: Callable[[Callable[[torch.Tensor | None], None]], None]) -> dict[str, tuple[float, int]]:
+    """``{layer: ((2/n) Σ_t ‖ΔW x_t‖², n)}`` over the tokens the float model feeds each layer.
+
+    ``run(set_mask)`` runs the float model over the held-out batches, calling ``set_mask(mask)``
+    before each forward with a bool token mask ``[B, T]`` (padding False) or None. ``deltas``
+    are ``Ŵ − W`` per layer (float64).
+    """
+    acc = {n: [0.0, 0] for n in deltas}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(name: str, x: torch.Tensor) -> None:
+        if name not in deltas:
+            return
+        m = mask[0]
+        x = x[m] if m is not None and x.shape[:-1] == m.shape else x.reshape(-1, x.shape[-1])
+        D = deltas[name]
+        y = x.to(D.device, D.dtype) @ D.T
+        acc[name][0] += float((y * y).sum())
+        acc[name][1] += x.shape[0]
+
+    with _hooks(layers, hook):
+        run(lambda m: mask.__setitem__(0, None if m is None else m.bool()))
+    return {n: (2.0 * s / max(k, 1), k) for n, (s, k) in acc.items()}
+
+
+def predicted_errors(costs: CostFolder, tile_codebook: list[str]) -> pd.Series:
+    """Per layer ``Σ_g e_{g, c(g)}`` (cost-table units)."""
+    e = costs.errors
+    vals = np.array([e.at[g, cb] for g, cb in enumerate(tile_codebook)], dtype=np.float64)
+    return pd.Series(vals, index=costs.tiles["layer"].to_numpy()).groupby(level=0, sort=False).sum()
+
+
+def spearman(a: Iterable[float], b: Iterable[float]) -> float:
+    """Spearman rank correlation (nan with fewer than 3 points or constant input)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(list(a), float), np.asarray(list(b), float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def timing_check(costs: CostFolder, tile_codebook: list[str], level_of: dict[str, str],
+                 hist: dict[int, dict[int, int]], profile: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per tile: planned codebook/level, codes used, ``in_codebook``, ``meets_timing``,
+    ``delay_planned_ps`` (codebook), ``delay_realized_ps`` (max per-code delay of the codes used,
+    from ``profile`` [code, delay_ps, energy_fj]; else the tightest cost-folder codebook holding them),
+    ``energy_planned_fj`` / ``energy_realized_fj`` per MAC at V0."""
+    cbs = costs.codebooks
+    sets = {k: set(v["codes"]) for k, v in cbs.items()}
+    d_code = e_code = None
+    if profile is not None:
+        d_code = dict(zip(profile["code"].astype(int), profile["delay_ps"].astype(float)))
+        e_code = dict(zip(profile["code"].astype(int), profile["energy_fj"].astype(float)))
+    rows = []
+    for g, (layer, cb) in enumerate(zip(costs.tiles["layer"], tile_codebook)):
+        h = hist[g]
+        used = set(h)
+        lvl = level_of[layer]
+        inside = used <= sets[cb]
+        if d_code is not None:
+            d_real = max(d_code[q] for q in used)
+            n = sum(h.values())
+            e_real = sum(e_code[q] * k for q, k in h.items()) / n
+        else:
+            holders = [k for k, s in sets.items() if used <= s] or [cb]
+            d_real = min(cbs[k]["delay_ps"] for k in holders)
+            e_real = min(cbs[k]["energy_fj"] for k in holders)
+        rows.append(dict(tile=g, layer=layer, codebook=cb, level=lvl, n_codes_used=len(used),
+                         in_codebook=inside, meets_timing=inside and costs.compat.get(cb, {}).get(lvl) is not None,
+                         delay_planned_ps=float(cbs[cb]["delay_ps"]), delay_realized_ps=float(d_real),
+                         energy_planned_fj=float(cbs[cb]["energy_fj"]), energy_realized_fj=float(e_real),
+                         macs=int(costs.tiles.at[g, "macs"])))
+    return pd.DataFrame(rows)
+
+
+def realized_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, hist: dict[int, dict[int, int]]) -> dict:
+    """Planned vs realised latency (s) and energy (J) per the cost model.
+
+    Planned: each domain at its plan level. Realised: each domain at the fastest level where every
+    tile's used codes fit a codebook compatible with that level (never slower than planned); dynamic
+    energy from the realised per-MAC energies, leakage ``P_leak(v) · latency``.
+    """
+    v0 = float(costs.meta.get("v0", 1.0))
+    lat = {(r.layer, r.level): float(r.seconds) for r in costs.latency.itertuples()}
+    sets = {k: set(v["codes"]) for k, v in costs.codebooks.items()}
+    out = {"planned": {"latency_s": 0.0, "energy_j": 0.0}, "realized": {"latency_s": 0.0, "energy_j": 0.0}, "domains": []}
+    for d in plan["domains"]:
+        t = tiles[tiles["layer"].isin(d["layers"])]
+        ok_levels = [v for v in costs.levels
+                     if all(any(set(hist[g]) <= sets[c] and costs.compat.get(c, {}).get(v) is not None for c in sets) for g in t["tile"])]
+        def seconds(v):
+            return sum(lat.get((l, v), np.nan) for l in d["layers"])
+        real = min(ok_levels, key=lambda v: (seconds(v), v != d["level"])) if ok_levels else d["level"]
+        if not np.isfinite(seconds(real)) or seconds(real) > seconds(d["level"]):
+            real = d["level"]
+        for key, lvl, col in (("planned", d["level"], "energy_planned_fj"), ("realized", real, "energy_realized_fj")):
+            L = costs.levels[lvl]
+            s = seconds(lvl)
+            dyn = float((t["macs"] * t[col]).sum()) * 1e-15 * (float(L["voltage_v"]) / v0) ** 2
+            out[key]["latency_s"] += s
+            out[key]["energy_j"] += dyn + float(L.get("leak_power_w", 0.0)) * s
+        out["domains"].append({"domain": d["domain"], "planned_level": d["level"], "realized_level": real})
+    return out

@@ -1,0 +1,87 @@
+"""Shared fixtures for the calibration/cost tests: tiny random HF models, a small MAC profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from halo_opt.calibration.models import minilm_path
+from halo_opt.hardware.codebooks import Codebook, save_codebooks
+from halo_opt.hardware.profile import MacProfile
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "Calibration text is plain English prose about "
+        "weights, activations, tiles and codebooks; every sentence adds a few more tokens. ") * 6
+
+
+def tiny_hf(kind: str, folder: Path) -> Path:
+    """Save a tiny random ``llama``/``opt``/``gpt2`` causal LM (with MiniLM's tokenizer) to ``folder``."""
+    import transformers as tf
+
+    vocab = 30522
+    with torch.random.fork_rng():  # HF init draws from the global RNG: seed it locally, restore after
+        torch.manual_seed(0)
+        model = _build(tf, kind, vocab)
+    model.save_pretrained(folder)
+    tf.AutoTokenizer.from_pretrained(str(minilm_path())).save_pretrained(folder)
+    return folder
+
+
+def _build(tf, kind: str, vocab: int):
+    if kind == "llama":
+        cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        model = tf.LlamaForCausalLM(cfg)
+    elif kind == "opt":
+        cfg = tf.OPTConfig(vocab_size=vocab, hidden_size=32, ffn_dim=48, num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=64, word_embed_proj_dim=32)
+        model = tf.OPTForCausalLM(cfg)
+    elif kind == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+        model = tf.GPT2LMHeadModel(cfg)
+    else:
+        raise ValueError(kind)
+    return model
+
+
+def small_profile(folder: Path, books: list[tuple[str, list[int]]] | None = None) -> Path:
+    """A 4-bit signed MAC profile (codes -8..7) with delay/energy growing with |code|, plus codebooks."""
+    codes = np.arange(-8, 8)
+    delay = 300.0 + 20 * np.abs(codes) + 5 * (codes < 0)
+    prof = MacProfile(pd.DataFrame({"code": codes, "delay_static_ps": delay, "delay_float_ps": delay * 0.9,
+                                    "energy_fj": 50.0 + 3 * np.abs(codes)}), {"v0": 1.0, "leakage_w": 2e-6})
+    prof.save(folder)
+    books = books or [("full", list(range(-8, 8))), ("c3", [-1, 0, 1]), ("pow2", [-8, -4, -2, -1, 0, 1, 2, 4]),
+                      ("c5", [-2, -1, 0, 1, 2])]
+    save_codebooks(folder / "codebooks.json", [Codebook.from_codes(n, c, prof) for n, c in books])
+    return folder
+
+
+class TwoLayer(nn.Module):
+    """Embedding -> Linear(8,6) -> ReLU -> Linear(6,5): a custom module with token inputs."""
+
+    def __init__(self, vocab: int = 50, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb = nn.Embedding(vocab, 8)
+        self.fc1 = nn.Linear(8, 6)
+        self.fc2 = nn.Linear(6, 5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, ids):
+        return self.fc2(torch.relu(self.fc1(self.emb(ids))))
+
+
+def two_layer_forward(m, batch):
+    return m(batch["input_ids"])
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
