@@ -173,7 +173,7 @@ def test_build_costs_end_to_end_against_stored_inputs(tmp_path):
             s = table.slack_ps(b.delay_ps, lv)
             got = levels["compat"][b.name][lv.name]
             assert (got is None) == (s < 0) and (got is None or got == pytest.approx(s))
-    assert levels["compat"]["full"]["nominal"] is not None and levels["compat"]["full"]["f3"] is None
+    assert levels["compat"]["full"]["nominal"] is not None and levels["compat"]["full"]["f1.50"] is None
     assert len(lat) == 2 * len(table.levels) and lat["seconds"].gt(0).all()
     nominal = next(l for l in levels["levels"] if l["name"] == "nominal")
     assert nominal["leak_power_w"] == pytest.approx(2e-6 * 256 * 256)

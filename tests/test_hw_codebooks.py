@@ -147,13 +147,13 @@ def test_dvfs_table_anchored_at_full_grid():
     assert nom.voltage_v == law.v0
     assert nom.period_ps == pytest.approx(1000.0 * (1 + t.margin))
     assert t.meets(1000.0, nom) and not t.meets(1000.1, nom)
-    f2 = t.level("f2")
-    assert t.meets(500.0, f2) and not t.meets(600.0, f2)
-    v07 = t.level("v0.7")
+    f15 = t.level("f1.50")
+    assert t.meets(600.0, f15) and not t.meets(700.0, f15)
+    v07 = t.level("v0.80")
     need = 1000.0 / law.delay_scale(v07.voltage_v)
     assert t.meets(need * 0.999, v07) and not t.meets(need * 1.001, v07)
     assert t.fastest_level(1000.0).name == "nominal"
-    assert t.fastest_level(320.0).name == "f3"
+    assert t.fastest_level(320.0).name == "f1.50"
     assert t.fastest_level(2000.0) is None
 
 
