@@ -25,13 +25,12 @@ Configs live in ``data/accelerators/<name>.toml`` with their sources; each names
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import sha256_file
+from .artifacts import read_toml, sha256_file
 from .errors import UserError
-from .paths import data_dir
+from .paths import data_file
 
 
 @dataclass(frozen=True)
@@ -145,18 +144,8 @@ def _num(raw: dict, key: str, path: Path, kind=float, default=None):
 
 def load_accelerator(name_or_path: str | Path) -> Accelerator:
     """Load ``data/accelerators/<name>.toml`` (or a ``.toml`` path)."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = data_dir() / "accelerators" / f"{name_or_path}.toml"
-        if not p.is_file():
-            valid = sorted(x.stem for x in (data_dir() / "accelerators").glob("*.toml"))
-            raise UserError(f"unknown accelerator {name_or_path!r}; valid: {', '.join(valid)} or a .toml path")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"accelerator config {p} not found; check the path") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"accelerator config {p} is not valid TOML: {e}") from None
+    p = data_file(name_or_path, "accelerators", "accelerator")
+    raw = read_toml(p, "accelerator config")
     kind = raw.get("kind")
     common = dict(
         name=str(raw.get("name", p.stem)), bandwidth_Bps=_num(raw, "bandwidth_gbps", p) * 1e9,

@@ -100,6 +100,31 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise UserError(f"{what} {path} is not valid JSON ({e}); regenerate it") from None
 
 
+def read_toml(path: str | Path, what: str = "file") -> dict:
+    """Read TOML, turning a missing file or a syntax error into a one-line :class:`UserError`."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found; check the path") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{what} {path}: TOML syntax error: {e}") from None
+
+
+def find_key(d: Any, key: str) -> Any:
+    """First value of ``key`` anywhere in a nested dict (provenance blocks nest inputs)."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            r = find_key(v, key)
+            if r is not None:
+                return r
+    return None
+
+
 def write_parquet(path: str | Path, df) -> Path:
     """Write a pandas DataFrame as Parquet, atomically."""
     with atomic_path(path) as tmp:

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from .accelerators import Accelerator, LayerShape, Workload, load_accelerator
-from .artifacts import atomic_path, provenance, read_json, sha256_file, write_json, write_parquet
+from .artifacts import atomic_path, provenance, read_json, read_toml, sha256_file, write_json, write_parquet
 from .calibration.hessian import DampingWarning, damped, load_calibration, load_hessian
 from .calibration.models import ModelAdapter, load_model
 from .errors import UserError
@@ -88,11 +88,9 @@ def _pick_law(acc: Accelerator, v0: float | None, name: str | None):
     law = load_voltage_law(acc.voltage_law)
     if v0 is None or abs(law.v0 - v0) < 1e-9:
         return law
-    import tomllib
-
     from .paths import data_dir
 
-    laws = tomllib.loads((data_dir() / "voltage_laws.toml").read_text())
+    laws = read_toml(data_dir() / "voltage_laws.toml", "voltage-law table")
     match = [n for n, p in laws.items() if abs(float(p.get("v0", -1)) - v0) < 1e-9]
     if not match:
         raise UserError(f"no voltage law in data/voltage_laws.toml has v0 = {v0} V (the MAC profile's); add one or pass --voltage-law")

@@ -23,6 +23,18 @@ def data_dir() -> Path:
     return d
 
 
+def data_file(name_or_path: str | Path, subdir: str, what: str) -> Path:
+    """``data/<subdir>/<name>.toml`` for a bare name, else the given path (a user's own file)."""
+    p = Path(name_or_path)
+    if p.suffix:
+        return p
+    p = data_dir() / subdir / f"{name_or_path}.toml"
+    if not p.is_file():
+        valid = sorted(x.stem for x in (data_dir() / subdir).glob("*.toml"))
+        raise UserError(f"unknown {what} {str(name_or_path)!r}; valid: {', '.join(valid)} or a .toml path")
+    return p
+
+
 def formulations_dir() -> Path:
     """The shipped ``formulations/`` folder (scenario TOML files)."""
     return REPO_ROOT / "formulations"

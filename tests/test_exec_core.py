@@ -16,15 +16,6 @@ from halo_opt.execute.run import dequantized_model, execute_plan
 from halo_opt.execute.validate import measure_output_errors, predicted_errors, realized_cost, timing_check
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core box (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Tiny(torch.nn.Module):
     """Token-wise MLP 'encoder': [B, T, 12] -> [B, T, 8]."""
 

@@ -19,15 +19,6 @@ from halo_opt.execute.tune import tune
 from test_exec_core import Tiny, _inputs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core box (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_perplexity_of_uniform_logits_is_vocab_size():
     V = 11
     model = lambda input_ids, attention_mask=None: torch.zeros(*input_ids.shape, V)

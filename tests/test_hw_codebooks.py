@@ -1,6 +1,5 @@
 """Codebooks, DVFS law and MacProfile IO on synthetic profiles (no synthesis needed)."""
 
-import math
 
 import numpy as np
 import pandas as pd

@@ -166,13 +166,20 @@ def _causal_forward(model: nn.Module, batch: dict) -> torch.Tensor:
 
 @contextlib.contextmanager
 def offline() -> Iterator[None]:
-    """Forbid Hugging Face network access for the duration (``HF_HUB_OFFLINE=1``)."""
+    """Forbid Hugging Face network access for the duration (``HF_HUB_OFFLINE=1``); also
+    silence transformers' own weight-loading progress bar (halo-opt shows its own progress)."""
+    from transformers.utils import logging as hf_logging
+
     keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update({k: "1" for k in keys})
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
+        if bars:
+            hf_logging.enable_progress_bar()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

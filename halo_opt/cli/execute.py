@@ -114,35 +114,17 @@ def tune(
 ) -> None:
     """Largest error budget whose plan meets --target on held-out text (planner ∘ executor, bisection)."""
     from ..artifacts import provenance
+    from ..closed_loop import tune_budget
     from ..execute.evaluate import parse_target
     from ..execute.pipeline import run_plan
-    from ..execute.tune import tune as run_tune
     from ..solve import get_solver
-    from ..solve.build import build_problem
-    from ..solve.infeasible import diagnose, explain
-    from ..solve.plan import plan_dict
     from ..solve.scenario import load_scenario
 
-    tgt = parse_target(target)
+    parse_target(target), get_solver(solver)  # fail fast on a bad target or solver, before loading the model
     sc0 = load_scenario(scenario)
-    solve = get_solver(solver)
     ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
-
-    def plan_fn(b: float) -> dict:
-        sc = sc0.with_overrides(budget=b)
-        prob = build_problem(costs, sc)
-        msg = diagnose(prob)
-        if msg:
-            raise UserError(msg)
-        r = solve(prob, time_limit=time_limit, seed=seed)
-        if not r.has_plan:
-            raise UserError(r.info.get("reason") or explain(prob))
-        return plan_dict(prob, r, sc.to_dict(), costs)
-
-    def measure(plan: dict) -> dict:
-        return run_plan(ctx, plan, method, blocksize, False)[1]
-
-    res = run_tune(plan_fn, measure, tgt, budget_min, budget_max, iters, progress=typer.echo if progress else None)
+    res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
+                      progress=typer.echo if progress else None)
     ex, m = run_plan(ctx, res.plan, method, blocksize, progress)  # deterministic re-run: no codes kept per budget
     meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
                                solver=solver, scenario=str(scenario)),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import read_json, read_parquet, sha256_file
+from ..artifacts import find_key, read_json, read_parquet, sha256_file
 from ..errors import UserError, require
 
 
@@ -87,7 +87,7 @@ def check_plan(plan: dict, costs: CostFolder, layers: list[str] | None = None) -
     require(sha == costs.sha256, f"plan was made from another cost folder (costs_sha256 {str(sha)[:12]} != {costs.sha256[:12]} of {costs.path}): "
             "another model or hardware profile; re-plan with these costs or pass the matching --costs")
     for k in ("model_sha256", "profile_sha256"):
-        mine = _find_key(costs.meta, k)
+        mine = find_key(costs.meta, k)
         if mine is not None and plan["meta"].get(k) is not None:
             what = "another model" if k == "model_sha256" else "another hardware profile"
             require(mine == plan["meta"][k], f"plan is for {what} ({k} {str(plan['meta'][k])[:12]} != cost folder's {str(mine)[:12]}); "
@@ -115,18 +115,6 @@ def check_plan(plan: dict, costs: CostFolder, layers: list[str] | None = None) -
         slack = costs.compat.get(cb, {}).get(lvl)
         require(slack is not None, f"plan tile {g} ({layer}) uses codebook '{cb}' that misses the timing of level '{lvl}'; the plan is invalid, re-plan")
     return level_of
-
-
-def _find_key(d: Any, key: str) -> Any:
-    """First value of ``key`` anywhere in a nested dict (provenance blocks nest)."""
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = _find_key(v, key)
-            if r is not None:
-                return r
-    return None
 
 
 @dataclass

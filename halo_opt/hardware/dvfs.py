@@ -20,12 +20,12 @@ code grid just meets timing at V0. Absolute clocks therefore follow the measured
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..paths import data_dir
+from ..artifacts import read_toml
+from ..paths import data_dir, data_file
 
 KT_Q = 0.02585  # thermal voltage at 300 K, V
 
@@ -104,19 +104,10 @@ class DvfsTable:
         return max(ok, key=lambda lv: (lv.freq_hz, -lv.voltage_v)) if ok else None
 
 
-def _read_toml(path: Path, what: str) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} not found; check the path") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{what} {path} is not valid TOML: {e}") from None
-
-
 def load_voltage_law(name: str = "generic", path: str | Path | None = None) -> AlphaPowerLaw:
     """A named alpha-power law from ``data/voltage_laws.toml`` (or ``path``)."""
     path = Path(path) if path else data_dir() / "voltage_laws.toml"
-    laws = _read_toml(path, "voltage-law table")
+    laws = read_toml(path, "voltage-law table")
     if name not in laws:
         raise UserError(f"unknown voltage law {name!r}; valid: {', '.join(laws)} (in {path})")
     p = laws[name]
@@ -134,13 +125,8 @@ def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw
     ``full_delay_ps`` is the nominal-voltage delay of the full code grid (ps); it sets
     ``f0 = 1/(full_delay_ps·(1+margin))``.
     """
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = data_dir() / "dvfs" / f"{name_or_path}.toml"
-        if not p.is_file():
-            valid = sorted(x.stem for x in (data_dir() / "dvfs").glob("*.toml"))
-            raise UserError(f"unknown DVFS table {name_or_path!r}; valid: {', '.join(valid)} or a .toml path")
-    raw = _read_toml(p, "DVFS table")
+    p = data_file(name_or_path, "dvfs", "DVFS table")
+    raw = read_toml(p, "DVFS table")
     if not full_delay_ps > 0:
         raise UserError(f"full-grid delay must be positive, got {full_delay_ps} ps")
     margin = float(raw.get("margin", 0.05))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import provenance, read_json, sha256_file, write_json
+from ..artifacts import find_key, provenance, read_json, sha256_file, write_json
 from ..errors import UserError
 from .problem import Problem, evaluate
 from .result import Result
@@ -16,18 +16,6 @@ from .result import Result
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _find(d: Any, key: str) -> Any:
-    """First value of ``key`` anywhere in a nested dict (provenance blocks nest inputs)."""
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = _find(v, key)
-            if r is not None:
-                return r
-    return None
 
 
 def _json_safe(x: Any) -> Any:
@@ -56,8 +44,8 @@ def plan_dict(problem: Problem, result: Result, scenario: dict, costs_dir: str |
     return {
         "meta": provenance(costs=str(cd)) | {
             "costs_sha256": sha256_file(cd / "meta.json"),
-            "model_sha256": _find(meta, "model_sha256"),
-            "profile_sha256": _find(meta, "profile_sha256"),
+            "model_sha256": find_key(meta, "model_sha256"),
+            "profile_sha256": find_key(meta, "profile_sha256"),
         },
         "scenario": _json_safe(scenario),
         "solver": {"name": result.solver, "status": result.status, "objective": _finite(result.objective),

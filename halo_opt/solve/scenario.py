@@ -27,10 +27,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..artifacts import read_toml
 from ..errors import UserError
 
 OBJECTIVES = ("latency", "energy", "weighted")
@@ -108,10 +108,7 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"scenario file {path} not found; see formulations/*.toml for examples")
-    try:
-        d = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"scenario {path}: TOML syntax error: {e}") from None
+    d = read_toml(path, "scenario")
     return from_dict(d, f"scenario {path}")
 
 

@@ -1,0 +1,44 @@
+"""Closed loop: planner ∘ executor. Given an accuracy target, the largest error budget whose
+plan meets it on held-out text (:func:`halo_opt.execute.tune.tune` does the bisection).
+
+Lives above both stages: the planner never sees the model, the executor never re-plans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+from .execute.evaluate import parse_target
+from .execute.pipeline import Context, run_plan
+from .execute.tune import TuneResult, tune
+from .solve import get_solver
+from .solve.build import build_problem
+from .solve.infeasible import diagnose, explain
+from .solve.plan import plan_dict
+from .solve.scenario import Scenario
+
+
+def tune_budget(ctx: Context, costs: str | Path, scenario: Scenario, solver: str, target: str,
+                lo: float = 0.0, hi: float = 0.2, iters: int = 8, time_limit: float = 30.0, seed: int = 0,
+                method: str = "rtn", blocksize: int = 128, progress=None) -> TuneResult:
+    """Bisection on ``scenario``'s relative budget ε: plan with ``solver``, execute with ``method``,
+    evaluate on ``ctx``'s held-out batches, keep the largest ε that meets ``target``."""
+    tgt = parse_target(target)
+    solve = get_solver(solver)
+
+    def plan_fn(b: float) -> dict:
+        sc = scenario.with_overrides(budget=b)
+        prob = build_problem(costs, sc)
+        msg = diagnose(prob)
+        if msg:
+            raise UserError(msg)
+        r = solve(prob, time_limit=time_limit, seed=seed)
+        if not r.has_plan:
+            raise UserError(r.info.get("reason") or explain(prob))
+        return plan_dict(prob, r, sc.to_dict(), costs)
+
+    def measure(plan: dict) -> dict:
+        return run_plan(ctx, plan, method, blocksize, False)[1]
+
+    return tune(plan_fn, measure, tgt, lo, hi, iters, progress=progress)
