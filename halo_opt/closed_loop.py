@@ -12,7 +12,7 @@ from .errors import UserError
 from .execute.evaluate import parse_target
 from .execute.pipeline import Context, run_plan
 from .execute.tune import TuneResult, tune
-from .solve import get_solver
+from .solve import get_solver, solve_hinted
 from .solve.build import build_problem
 from .solve.infeasible import diagnose, explain
 from .solve.plan import plan_dict
@@ -25,7 +25,7 @@ def tune_budget(ctx: Context, costs: str | Path, scenario: Scenario, solver: str
     """Bisection on ``scenario``'s relative budget ε: plan with ``solver``, execute with ``method``,
     evaluate on ``ctx``'s held-out batches, keep the largest ε that meets ``target``."""
     tgt = parse_target(target)
-    solve = get_solver(solver)
+    get_solver(solver)  # unknown solver: fail before any work
 
     def plan_fn(b: float) -> dict:
         sc = scenario.with_overrides(budget=b)
@@ -33,7 +33,7 @@ def tune_budget(ctx: Context, costs: str | Path, scenario: Scenario, solver: str
         msg = diagnose(prob)
         if msg:
             raise UserError(msg)
-        r = solve(prob, time_limit=time_limit, seed=seed)
+        r = solve_hinted(prob, solver, time_limit=time_limit, seed=seed)
         if not r.has_plan:
             raise UserError(r.info.get("reason") or explain(prob))
         return plan_dict(prob, r, sc.to_dict(), costs)

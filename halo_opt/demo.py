@@ -34,7 +34,7 @@ class DemoConfig:
     tile: int | None = 64
     solvers: tuple[str, ...] = ("cpsat", "lagrange", "greedy", "halo")
     pareto_points: int = 8
-    time_limit: float = 20.0
+    time_limit: float = 10.0
     seed: int = 0
     workers: int = 2
     arch: str = "array"
@@ -46,7 +46,6 @@ class Stage:
     name: str
     seconds: float = 0.0
     cached: bool = False
-    note: str = ""
 
 
 @dataclass
@@ -102,7 +101,7 @@ def _costs(cfg: DemoConfig, calib: Path, profile: Path, folder: Path, progress: 
 
 def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
     """Solve every goal with every solver, and the baselines with cpsat; write plan JSONs."""
-    from .solve import get_solver
+    from .solve import get_solver, solve_hinted
     from .solve.build import build_problem
     from .solve.plan import write_plan
     from .solve.scenario import load_scenario
@@ -112,12 +111,9 @@ def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
     for name in GOALS + BASELINES:
         sc = load_scenario(formulations_dir() / f"{name}.toml")
         p = build_problem(costs, sc)
-        hint = None
-        for solver in cfg.solvers if name in GOALS else ("cpsat",):
-            r = get_solver(solver)(p, time_limit=cfg.time_limit, workers=cfg.workers, seed=cfg.seed,
-                                   **({"hint": hint} if solver in ("cpsat", "milp") else {}))
-            if solver == "lagrange" and r.has_plan:
-                hint = r.assignment
+        solvers = cfg.solvers if name in GOALS else ("cpsat",)
+        for solver in solvers:
+            r = solve_hinted(p, solver, cfg.time_limit, cfg.workers, cfg.seed)
             row = {"scenario": name, "solver": solver, **{k: v for k, v in r.summary().items() if k != "name"}}
             if r.has_plan:
                 path = folder / f"{name}-{solver}.json"
@@ -141,7 +137,7 @@ def _predicted(p, r) -> dict:
     return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": ev.error / p.normaliser}
 
 
-def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, Path]:
+def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, str]:
     from .solve.build import build_problem
     from .solve.pareto import sweep, write
     from .solve.scenario import load_scenario
@@ -151,18 +147,20 @@ def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, Path]:
         p = build_problem(costs, load_scenario(formulations_dir() / f"{goal}.toml"))
         df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed)
         write(out / f"pareto-{goal}", df, plans, p, ylabel)
-        figs[goal] = out / f"pareto-{goal}" / "pareto.png"
+        figs[goal] = str(out / f"pareto-{goal}" / "pareto.png")
     return figs
 
 
 def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profile: Path, out: Path, progress: bool) -> dict:
-    """Run every plan (RTN) and the float/INT8/INT4 baselines through one evaluator."""
+    """Run every plan (RTN) and the float/INT8/INT4 baselines through one evaluator.
+
+    Returns ``{"baselines": {name: metrics}, "reports": {plan key: folder}, "measured": {plan key: fields}}``.
+    """
     from .execute.pipeline import context_from_folders, run_baselines, run_plan, validate_execution
     from .execute.report import write_report
 
     ctx = context_from_folders(costs, calib, cfg.model, cfg.heldout, cfg.seq_len, cfg.seed, profile=str(profile))
-    base = run_baselines(ctx, ["int8-rtn", "int4-rtn"])
-    reports = {}
+    done = {"baselines": run_baselines(ctx, ["int8-rtn", "int4-rtn"]), "reports": {}, "measured": {}}
     for row in rows:
         if "plan" not in row:
             continue
@@ -173,11 +171,24 @@ def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profil
         folder = out / key
         folder.mkdir(parents=True, exist_ok=True)
         write_report(folder, rep)
-        row |= {f"meas_{k}": v for k, v in metrics.items()}
-        row |= {"spearman": rep["validation"]["spearman"], "timing_misses": rep["timing"]["miss_timing"],
-                "realized_latency_s": rep["cost"]["realized"].get("latency_s"), "realized_energy_j": rep["cost"]["realized"].get("energy_j")}
-        reports[key] = folder
-    return {"baselines": base, "reports": reports}
+        done["reports"][key] = str(folder)
+        done["measured"][key] = {**{f"meas_{k}": v for k, v in metrics.items()}, "spearman": rep["validation"]["spearman"],
+                                 "timing_misses": rep["timing"]["miss_timing"],
+                                 "realized_latency_s": rep["cost"]["realized"].get("latency_s"),
+                                 "realized_energy_j": rep["cost"]["realized"].get("energy_j")}
+    return done
+
+
+def _resumable(path: Path, key: dict, fn: Callable[[], object]) -> tuple[object, bool]:
+    """Run ``fn`` unless ``path`` holds its JSON result for the same ``key`` (inputs + settings)."""
+    k = sha256_json(key)
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("key") == k:
+            return saved["value"], True
+    value = fn()
+    write_json(path, {"key": k, "value": value})
+    return value, False
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> DemoResult:
@@ -188,25 +199,30 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out)
 
-    def stage(name: str, fn):
+    def stage(name: str, fn: Callable[[], tuple[object, bool]]):
         t0 = time.perf_counter()
         log(f"[{len(res.stages) + 1}/6] {name}")
-        value = fn()
-        res.stages.append(Stage(name, time.perf_counter() - t0))
+        value, cached = fn()
+        res.stages.append(Stage(name, time.perf_counter() - t0, cached))
         return value
 
-    profile, cached = stage("characterize the MAC", lambda: _profile_dir(cfg, log))
-    res.stages[-1].cached = cached
-    calib, costs = out / "calib", out / "costs"
-    res.stages[-1].note = str(profile)
-    stage("calibrate Hessians", lambda: _calibrate(cfg, calib, progress))
-    stage("cost tables", lambda: _costs(cfg, calib, profile, costs, progress))
-    rows = stage("plan: goals x solvers, baselines", lambda: _plans(cfg, costs, out / "plans"))
-    figs = stage("Pareto sweeps", lambda: _pareto(cfg, costs, out))
-    ex = stage("execute plans on the model", lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress))
+    calib, costs, state = out / "calib", out / "costs", out / "state"
+    profile = stage("characterize the MAC", lambda: _profile_dir(cfg, log))
+    stage("calibrate Hessians", lambda: (None, _calibrate(cfg, calib, progress)))
+    stage("cost tables", lambda: (None, _costs(cfg, calib, profile, costs, progress)))
+    key = {"costs": sha256_file(costs / "meta.json"), "version": __import__("halo_opt").__version__,
+           "config": {k: str(v) for k, v in asdict(cfg).items()}}
+    rows = stage("plan: goals x solvers, baselines",
+                 lambda: _resumable(state / "plans.json", key, lambda: _plans(cfg, costs, out / "plans")))
+    figs = stage("Pareto sweeps", lambda: _resumable(state / "pareto.json", key, lambda: _pareto(cfg, costs, out)))
+    ex = stage("execute plans on the model", lambda: _resumable(
+        state / "execute.json", key | {"plans": rows}, lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress)))
+    rows = [r | ex["measured"].get(f"{r['scenario']}-{r['solver']}", {}) for r in rows]
+    figs = {g: Path(f) for g, f in figs.items()}
+    reports = {k: Path(v) for k, v in ex["reports"].items()}
     res.rows = summarise(rows)
     write_parquet(out / "summary.parquet", __import__("pandas").DataFrame(res.rows))
     write_json(out / "demo.json", {"config": {k: str(v) for k, v in asdict(cfg).items()},
                                    "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
-    res.report = write_demo_report(out, cfg, res.rows, ex["baselines"], profile, costs, figs, ex["reports"], res.stages)
+    res.report = write_demo_report(out, cfg, res.rows, ex["baselines"], profile, costs, figs, reports, res.stages)
     return res

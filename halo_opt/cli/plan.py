@@ -33,25 +33,18 @@ def plan(
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
 ) -> None:
     """Solve one scenario and write plan.json."""
-    from ..solve import get_solver
+    from ..solve import get_solver, solve_hinted
     from ..solve.infeasible import diagnose, explain
     from ..solve.plan import write_plan
 
-    f = get_solver(solver)
+    get_solver(solver)  # unknown solver: one line, before any work
     if time_limit <= 0 or workers < 1:
         raise UserError("--time-limit must be > 0 and --workers >= 1")
     sc, p = _load(scenario, costs, budget)
     msg = diagnose(p)
     if msg:
         raise UserError(msg)
-    hint = None
-    if solver == "cpsat":  # warm start from the Lagrangian plan (scipy's HiGHS takes no hint)
-        from ..solve import lagrange
-
-        if p.layer_budget is None:
-            h = lagrange.solve(p, time_limit=max(1.0, time_limit / 10))
-            hint = h.assignment if h.has_plan else None
-    r = f(p, time_limit=time_limit, workers=workers, seed=seed, hint=hint)
+    r = solve_hinted(p, solver, time_limit=time_limit, workers=workers, seed=seed)
     if r.status == "infeasible":
         raise UserError(r.info.get("reason") or explain(p))
     if not r.has_plan:

@@ -32,7 +32,8 @@ def plot_plan_map(tiles: pd.DataFrame, tile_codebook: Sequence[str], codebook_or
     layers = list(dict.fromkeys(df["layer"]))
     ncols = min(6, len(layers))
     nrows = int(np.ceil(len(layers) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 1.5, 2.3 * nrows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 1.5, 2.3 * nrows + 0.8), squeeze=False,
+                             constrained_layout=True)
     cmap = ListedColormap(plt.get_cmap("viridis", max(len(used), 2))(np.arange(max(len(used), 2)))[: len(used)])
     norm = BoundaryNorm(np.arange(len(used) + 1) - 0.5, len(used))
     im = None
@@ -46,13 +47,15 @@ def plot_plan_map(tiles: pd.DataFrame, tile_codebook: Sequence[str], codebook_or
         im = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
         short = layer if len(layer) <= 28 else "…" + layer[-27:]
         ax.set_title(f"{short}\nlevel {layer_level.get(layer, '?')}", fontsize=7)
-        ax.set_xlabel("input-column tile", fontsize=6)
-        ax.set_ylabel("output-row tile", fontsize=6)
+        if ax in axes[-1]:
+            ax.set_xlabel("input-column tile", fontsize=6)
+        if ax in axes[:, 0]:
+            ax.set_ylabel("output-row tile", fontsize=6)
         ax.tick_params(labelsize=5)
     for ax in list(axes.flat)[len(layers):]:
         ax.axis("off")
     if im is not None:
-        cb = fig.colorbar(im, ax=axes.ravel().tolist(), ticks=range(len(used)), shrink=0.8)
+        cb = fig.colorbar(im, ax=axes.ravel().tolist(), ticks=range(len(used)), shrink=0.5, aspect=30)
         cb.ax.set_yticklabels(used, fontsize=7)
         cb.set_label("codebook of the tile")
     fig.suptitle(title or "Plan map: codebook per tile, DVFS level per layer", fontsize=10)

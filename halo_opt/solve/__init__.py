@@ -33,4 +33,15 @@ def solve(problem: Problem, solver: str = "cpsat", **kw) -> Result:
     return get_solver(solver)(problem, **kw)
 
 
-__all__ = ["Assignment", "Evaluation", "Problem", "Result", "aggregate", "build_problem", "evaluate", "get_solver", "solve", "SOLVER_NAMES"]
+def solve_hinted(problem: Problem, solver: str = "cpsat", time_limit: float = 60.0, workers: int = 1, seed: int = 0) -> Result:
+    """Like :func:`solve`, but CP-SAT starts from a Lagrangian plan (computed in a tenth of the
+    time limit): without it, energy objectives on thousands of tiles can end with no plan at all.
+    No hint for milp (scipy's HiGHS takes none) or with per-layer budgets (lagrange refuses them)."""
+    hint = None
+    if solver == "cpsat" and problem.layer_budget is None:
+        h = get_solver("lagrange")(problem, time_limit=max(1.0, time_limit / 10), seed=seed)
+        hint = h.assignment if h.has_plan else None
+    return get_solver(solver)(problem, time_limit=time_limit, workers=workers, seed=seed, hint=hint)
+
+
+__all__ = ["Assignment", "Evaluation", "Problem", "Result", "aggregate", "build_problem", "evaluate", "get_solver", "solve", "solve_hinted", "SOLVER_NAMES"]
