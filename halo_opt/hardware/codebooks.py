@@ -148,30 +148,26 @@ def fixed_size(profile: MacProfile, k: int, key: str = "delay", timing: str = "s
     return Codebook.from_codes(name, usable(cuts[lo])[0], profile, timing, family=f"k-{key}")
 
 
+def _ladder(profile: MacProfile, metric: np.ndarray, n: int, min_codes: int, label: str, family: str,
+            timing: str) -> list[Codebook]:
+    """``{q : metric(q) ≤ t} ∪ {0}`` for ``n`` thresholds t at evenly spaced quantiles (≥ ``min_codes`` codes)."""
+    lo = np.sort(metric)[min(min_codes, len(metric)) - 1]
+    out = []
+    for t in np.unique(np.quantile(metric[metric >= lo], np.linspace(0, 1, n + 1)[:-1])):
+        sel = profile.codes[(metric <= t) | (profile.codes == 0)]
+        if len(sel) < len(profile.codes):
+            out.append(Codebook.from_codes(label.format(t), sel, profile, timing, family=family))
+    return out
+
+
 def threshold_family(profile: MacProfile, n: int = 6, timing: str = "static", min_codes: int = 4) -> list[Codebook]:
     """``C(τ) = {q : d(q) ≤ τ}`` for ``n`` delay thresholds τ at evenly spaced quantiles (≥ ``min_codes`` codes)."""
-    d = profile.delay(timing)
-    lo = np.sort(d)[min(min_codes, len(d)) - 1]
-    taus = np.unique(np.quantile(d[d >= lo], np.linspace(0, 1, n + 1)[:-1]))
-    out = []
-    for tau in taus:
-        sel = profile.codes[(d <= tau) | (profile.codes == 0)]
-        if len(sel) < len(profile.codes):
-            out.append(Codebook.from_codes(f"tau{tau:.0f}ps", sel, profile, timing, family="threshold"))
-    return out
+    return _ladder(profile, profile.delay(timing), n, min_codes, "tau{:.0f}ps", "threshold", timing)
 
 
 def energy_family(profile: MacProfile, n: int = 4, timing: str = "static", min_codes: int = 4) -> list[Codebook]:
     """``E(κ) = {q : E(q) ≤ κ}`` for ``n`` energy thresholds κ at evenly spaced quantiles."""
-    e = profile.energy
-    lo = np.sort(e)[min(min_codes, len(e)) - 1]
-    kappas = np.unique(np.quantile(e[e >= lo], np.linspace(0, 1, n + 1)[:-1]))
-    out = []
-    for kappa in kappas:
-        sel = profile.codes[(e <= kappa) | (profile.codes == 0)]
-        if len(sel) < len(profile.codes):
-            out.append(Codebook.from_codes(f"e{kappa:.0f}fj", sel, profile, timing, family="energy"))
-    return out
+    return _ladder(profile, profile.energy, n, min_codes, "e{:.0f}fj", "energy", timing)
 
 
 def uniform_grid(profile: MacProfile, bits: int, timing: str = "static") -> Codebook:
