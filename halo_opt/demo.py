@@ -118,8 +118,7 @@ def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
             if r.has_plan:
                 path = folder / f"{name}-{solver}.json"
                 write_plan(path, p, r, sc.to_dict(), costs)
-                pred = read_json(path)["predicted"]
-                row |= {"plan": str(path), **{f"pred_{k}": v for k, v in pred.items()}}
+                row |= {"plan": str(path), **_predicted(p, r)}
             rows.append(row)
         if name == "performance":
             bound = get_solver("lagrange")(build_problem(costs, sc.with_overrides(budget=math.inf)), time_limit=cfg.time_limit)
