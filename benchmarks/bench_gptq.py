@@ -21,7 +21,7 @@ import time
 import pandas as pd
 import torch
 
-from halo_opt.execute.apply import TileGrid, damped, quantize_rtn, tile_codes
+from halo_opt.execute.apply import TileGrid, add_damping, quantize_rtn, tile_codes
 from halo_opt.execute.gptq import quantize_gptq
 
 CODEBOOKS = {"int8": list(range(-128, 128)), "odd8": list(range(-127, 128, 2)), "c9": list(range(-4, 5))}
@@ -67,7 +67,7 @@ def run(layers, device: str, blocksize: int) -> pd.DataFrame:
     for name, W, H in layers:
         N, K = W.shape
         grid, tc = grid_for(name, N, K)
-        Hd = damped(H, 0.01 * float(torch.diag(H).mean()))
+        Hd = add_damping(H, 0.01 * float(torch.diag(H).mean()))
         out = {"layer": name, "shape": f"{N}x{K}"}
         for method in ("rtn", "gptq"):
             if device == "cuda":

@@ -3,8 +3,10 @@
 For each HALO goal (performance, energy, balanced) and solver (cpsat, lagrange, greedy, halo):
 the closed loop (:func:`halo_opt.closed_loop.tune_budget`) finds the largest error budget whose
 plan meets the target on held-out text; the table reports that plan's predicted speedup and
-energy saving against ``baseline_int8`` and its measured accuracy. Writes
-``<out>/tuned.json`` and ``<out>/tuned.md``.
+energy saving against ``baseline_int8`` and its measured accuracy. Each finished row is appended
+to ``<out>/rows.jsonl`` at once, and a rerun skips the rows already there (resume; several
+processes may split ``--goals``/``--solvers`` over one ``--out``). Writes ``<out>/tuned.json``
+and ``<out>/tuned.md`` from all rows.
 
     python benchmarks/tuned_results.py --model minilm --target "cosine>=0.99" --out runs/tuned-minilm
     python benchmarks/tuned_results.py --model smollm2-135m --target "ppl<=5%" --out runs/tuned-smollm2 --tile 64
@@ -42,6 +44,32 @@ def baseline(costs: Path) -> dict:
     return {"latency_s": ev.latency, "energy_j": ev.energy}
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows finished so far (one JSON object per line; a torn last line from a kill is ignored)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One line per finished row, written with a single O_APPEND write (safe across processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+
+
+def row_order(r: dict) -> tuple[int, int]:
+    g = (("baseline_int8",) + GOALS).index(r["goal"])
+    return g, (("-",) + SOLVERS).index(r["solver"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
@@ -75,24 +103,29 @@ def main() -> None:
     t_prep = time.perf_counter() - t0
     ctx = context_from_folders(costs, calib, a.model, a.heldout, a.seq_len, 0, profile=a.profile)
     base = baseline(costs)
-    rows = [{"goal": "baseline_int8", "solver": "-", "budget": 0.0, "speedup": 1.0, "energy_saving": 0.0,
-             **{f"acc_{k}": v for k, v in run_baselines(ctx, ["int8-rtn"])["int8-rtn"].items()}}]
+    rows_file = out / "rows.jsonl"
+    done = {(r["goal"], r["solver"]) for r in read_rows(rows_file)}
+    if ("baseline_int8", "-") not in done:
+        append_row(rows_file, {"goal": "baseline_int8", "solver": "-", "budget": 0.0, "speedup": 1.0, "energy_saving": 0.0,
+                               **{f"acc_{k}": v for k, v in run_baselines(ctx, ["int8-rtn"])["int8-rtn"].items()}})
     for goal in a.goals.split(","):
         sc = load_scenario(formulations_dir() / f"{goal}.toml")
         for solver in a.solvers.split(","):
+            if (goal, solver) in done:
+                continue
             t1 = time.perf_counter()
             try:
                 res = tune_budget(ctx, costs, sc, solver, a.target, 0.0, a.budget_max, a.iters, a.time_limit)
             except UserError as e:
-                rows.append({"goal": goal, "solver": solver, "note": str(e)})
+                append_row(rows_file, {"goal": goal, "solver": solver, "note": str(e)})
                 continue
             pred = res.plan["predicted"]
-            rows.append({"goal": goal, "solver": solver, "budget": res.budget, "status": res.plan["solver"]["status"],
-                         "speedup": base["latency_s"] / pred["latency_s"], "energy_saving": 1 - pred["energy_j"] / base["energy_j"],
-                         **{f"acc_{k}": v for k, v in res.metrics.items()}, "probes": len(res.history),
-                         "wall_s": time.perf_counter() - t1})
-            print(json.dumps(rows[-1]), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
+            append_row(rows_file, {"goal": goal, "solver": solver, "budget": res.budget, "status": res.plan["solver"]["status"],
+                                   "speedup": base["latency_s"] / pred["latency_s"], "energy_saving": 1 - pred["energy_j"] / base["energy_j"],
+                                   **{f"acc_{k}": v for k, v in res.metrics.items()}, "probes": len(res.history),
+                                   "history": [{k: h[k] for k in ("budget", "ok", "metrics", "note")} for h in res.history],
+                                   "wall_s": time.perf_counter() - t1})
+    rows = sorted({(r['goal'], r['solver']): r for r in read_rows(rows_file)}.values(), key=row_order)  # last per row
     (out / "tuned.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "baseline": base,
                                                 "prep_s": t_prep, "rows": rows}, indent=2))
     accs = sorted({k for r in rows for k in r if k.startswith("acc_")})

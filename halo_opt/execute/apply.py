@@ -98,7 +98,7 @@ def tile_codes(codebooks: dict[str, list[int]], device=None) -> dict[str, torch.
     return {k: torch.tensor(sorted(v), dtype=torch.float64, device=device) for k, v in codebooks.items()}
 
 
-def damped(H: torch.Tensor, damp: float) -> torch.Tensor:
+def add_damping(H: torch.Tensor, damp: float) -> torch.Tensor:
     """``H + damp·I`` (damp absolute, as recorded in the cost table)."""
     return H + damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, require
-from .apply import block_diag_error, damped
+from .apply import add_damping, block_diag_error
 from .evaluate import Evaluator
 from .inputs import CostFolder, check_plan, load_costs, load_hessian
 from .run import Execution, dequantized_model, execute_plan, uniform_baseline
@@ -148,7 +148,7 @@ def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, b
     meas = measure_output_errors(ctx.layers, deltas, _run_masks(ctx, ctx.model))
     rows = []
     for n, ql in ex.layers.items():
-        bd = block_diag_error(ql, ctx.weights[n], damped(ctx.hessian(n).to(ql.q.device), ex.damp.get(n, 0.0)))
+        bd = block_diag_error(ql, ctx.weights[n], add_damping(ctx.hessian(n).to(ql.q.device), ex.damp.get(n, 0.0)))
         rows.append({"layer": n, "predicted": float(pred[n]), "calib_blockdiag": float(bd.sum()),
                      "measured": meas[n][0], "tokens": meas[n][1]})
     hist = ex.histograms()

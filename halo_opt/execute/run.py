@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
-from .apply import QuantLayer, ScaleSearch, TileGrid, damped, quantize_rtn, tile_codes
+from .apply import QuantLayer, ScaleSearch, TileGrid, add_damping, quantize_rtn, tile_codes
 from .gptq import quantize_gptq
 from .inputs import CostFolder, check_plan
 
@@ -64,7 +64,7 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
             W = weights[name].detach().to(device)
             grid = TileGrid.from_tiles(name, costs.layer_tiles(name), tuple(W.shape))
             d = costs.damp(name)
-            H = damped(hessian(name).to(device, torch.float64), d)
+            H = add_damping(hessian(name).to(device, torch.float64), d)
             if H.shape != (W.shape[1], W.shape[1]):
                 raise UserError(f"Hessian of '{name}' is {tuple(H.shape)} but the layer has {W.shape[1]} inputs; calibration is for another model")
             fn = quantize_gptq if method == "gptq" else quantize_rtn
