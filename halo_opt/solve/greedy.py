@@ -5,7 +5,9 @@
 2. While even the least-error codebooks at those levels exceed the budget, move the domain
    whose move to another level buys the most error reduction per unit of added cost
    ``ΔD0 / Δminerr`` (respecting K and the switch limit).
-3. Codebooks: start every tile on its cheapest codebook and move tiles by best
+3. Spend what budget is left (:func:`improve_levels`): move domains to cheaper levels, most
+   cost saved per error added first, while the least-error codebooks still fit.
+4. Codebooks: start every tile on its cheapest codebook and move tiles by best
    Δcost/Δerror until the budget holds (:func:`.fill.fill`).
 """
 
@@ -90,17 +92,65 @@ def _group_move(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarray) 
     return (best, True) if best is not None else (lv, False)
 
 
-def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
-    t0 = time.perf_counter()
-    p = problem
-    if p.layer_budget is not None:
-        raise UserError("the greedy solver does not support per-layer budgets; use --solver cpsat or milp")
+def improve_levels(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarray,
+                   deadline: float = np.inf) -> np.ndarray:
+    """Spend the budget the least-error codebooks leave: repeatedly apply the move — one domain
+    to another level, or all domains of level u relabelled to v (the only moves when K binds) —
+    with the largest cost saving ``ΔD0`` per unit of added error ``Δminerr`` that still fits the
+    budget and K / switch limits. Never makes a plan infeasible or costlier in ``D0``."""
+    L = np.arange(p.L)
+    lv = np.asarray(lv).copy()
+    while time.perf_counter() < deadline:
+        cur = D0[L, lv]
+        slack = p.budget - minerr[L, lv].sum()
+        moves = []  # (ratio, trial)
+        save = cur[:, None] - D0  # [L, V]
+        add = minerr - minerr[L, lv][:, None]
+        ok = (save > 1e-12 * np.abs(cur)[:, None]) & (add <= slack) & np.isfinite(D0)
+        for l, v in zip(*np.nonzero(ok)):
+            moves.append((save[l, v] / max(add[l, v], 1e-300), l, v, None))
+        for u in np.unique(lv):
+            at = lv == u
+            for v in range(p.V):
+                if v == u or not np.isfinite(D0[at, v]).all():
+                    continue
+                s_, a_ = float(save[at, v].sum()), float(add[at, v].sum())
+                if s_ > 1e-12 * float(np.abs(cur[at]).sum()) and a_ <= slack:
+                    moves.append((s_ / max(a_, 1e-300), -1, v, u))
+        for _, l, v, u in sorted(moves, key=lambda m: -m[0]):
+            trial = lv.copy()
+            if u is None:
+                trial[l] = v
+            else:
+                trial[lv == u] = v
+            if _ok(p, trial):
+                lv = trial
+                break
+        else:
+            return lv
+    return lv
+
+
+def greedy_levels(p: Problem, deadline: float = np.inf) -> tuple[np.ndarray | None, int]:
+    """Steps 1–3: the greedy level vector (None if no level vector meets K / switch limits)."""
     D0 = base_level_cost(p)
     minerr = _per_level_min(p, p.err)
     sw = p.w_latency * p.switch_time_s + p.w_energy * p.switch_energy_j
     _, lv = best_levels(D0, sw, p.max_levels, p.max_switches)
     if lv is None:
+        return None, 0
+    lv, steps = repair_levels(p, lv, D0, minerr, deadline)
+    if minerr[np.arange(p.L), lv].sum() <= p.budget:
+        lv = improve_levels(p, lv, D0, minerr, deadline)
+    return lv, steps
+
+
+def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
+    t0 = time.perf_counter()
+    p = problem
+    if p.layer_budget is not None:
+        raise UserError("the greedy solver does not support per-layer budgets; use --solver cpsat or milp")
+    lv, steps = greedy_levels(p, t0 + time_limit)
+    if lv is None:
         return finish(p, "greedy", None, -math.inf, t0)
-    lv, steps = repair_levels(p, lv, D0, minerr, t0 + time_limit)
-    a = fill(p, lv)
-    return finish(p, "greedy", a, -math.inf, t0, level_moves=steps)
+    return finish(p, "greedy", fill(p, lv), -math.inf, t0, level_moves=steps)

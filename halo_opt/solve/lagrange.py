@@ -9,7 +9,10 @@ numpy pass per level and the level choice is the exact DP of :mod:`.levels`. d i
 λ with supergradient ``error(x_λ) − B``: bisection on λ (geometric) brackets λ*. Primal
 plans: the levels of both bracket ends and of other λ visited (up to ``max_fills`` distinct
 level vectors) re-filled by :func:`.fill.fill`, which moves tiles at the breakpoint while
-the budget allows; the best feasible one is returned.
+the budget allows, plus the greedy level vector (:func:`.greedy.greedy_levels`); the best
+feasible one then spends leftover budget on cheaper levels (:func:`.greedy.improve_levels`) —
+with few domains the duality gap sits in the level choice — and the best plan is returned
+(so lagrange is never worse than greedy).
 Energy / latency caps are not relaxed (μ = 0 keeps the bound valid); plans violating them
 are discarded. Per-layer budgets: not supported (use cpsat or milp).
 """
@@ -23,6 +26,8 @@ import numpy as np
 
 from ..errors import UserError
 from .fill import fill
+from .greedy import base_level_cost, greedy_levels, improve_levels
+from .infeasible import _per_level_min
 from .levels import best_levels
 from .problem import Assignment, Problem, evaluate
 from .result import Result, finish
@@ -49,6 +54,16 @@ def _domain_costs(p: Problem, lam: float, Ew: np.ndarray, mask_v: list[np.ndarra
             arg[v] = np.where(tie, p.err, np.inf).argmin(1)
         D[:, v] = np.bincount(p.group_domain, weights=p.count * zmin, minlength=p.L) + lat_part[:, v]
     return D, arg
+
+
+def _best(p: Problem, plans: list[Assignment]) -> tuple[Assignment | None, float]:
+    """The feasible plan of least objective (None if none is feasible)."""
+    best, best_obj = None, math.inf
+    for a in plans:
+        e = evaluate(p, a)
+        if e.feasible and e.objective < best_obj:
+            best, best_obj = a, e.objective
+    return best, best_obj
 
 
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None,
@@ -124,9 +139,16 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
             f = fill(p, hint.level)
             if f is not None:
                 plans.append(f)
-    best, best_obj = None, math.inf
-    for a in plans:
-        e = evaluate(p, a)
-        if e.feasible and e.objective < best_obj:
-            best, best_obj = a, e.objective
+    if e0 > B:  # primal heuristics beside the λ fills (few domains: the gap sits in the levels)
+        lv, _ = greedy_levels(p, t0 + time_limit)
+        f = fill(p, lv) if lv is not None else None
+        if f is not None:
+            plans.append(f)
+        best, _ = _best(p, plans)
+        if best is not None:
+            lv = improve_levels(p, best.level, base_level_cost(p), _per_level_min(p, p.err), t0 + time_limit)
+            f = fill(p, lv) if not np.array_equal(lv, best.level) else None
+            if f is not None:
+                plans.append(f)
+    best, best_obj = _best(p, plans)
     return finish(p, "lagrange", best, best_bound, t0, lam_bracket=(lo, hi), n_eval=n_eval)
