@@ -143,11 +143,11 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 2, seed: in
     info["cp_status"] = solver.StatusName(st)
     if st == cp_model.INFEASIBLE:
         return finish(p, "cpsat", None, math.inf, t0, status="infeasible", **info)
-    bound = solver.BestObjectiveBound() / So - delta if ref > 0 else 0.0
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        if hint is not None and evaluate(p, hint).feasible:
-            return finish(p, "cpsat", hint, bound if math.isfinite(bound) else -math.inf, t0, incumbent="hint", **info)
+        if hint is not None and evaluate(p, hint).feasible:  # no bound of CP-SAT's own to report
+            return finish(p, "cpsat", hint, -math.inf, t0, incumbent="hint", **info)
         return finish(p, "cpsat", None, -math.inf, t0, status="timeout", **info)
+    bound = solver.BestObjectiveBound() / So - delta if ref > 0 else 0.0
     sol = np.asarray(solver.ResponseProto().solution, np.int64)
     a = decode(p, m, sol)
     r = finish(p, "cpsat", a, bound, t0, proven_optimal=(st == cp_model.OPTIMAL), **info)

@@ -1,0 +1,67 @@
+"""CP-SAT hints and the Lagrangian primal: a hint solved on :func:`cpsat.hint_problem` fits the
+integer-scaled rows; a feasible hint is never lost when CP-SAT's search yields nothing;
+lagrange is never worse than greedy; the shrunk-budget hint stays within its slack."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from halo_opt.solve import cpsat, greedy, lagrange, solve_hinted
+from halo_opt.solve.model import build, encode
+from halo_opt.solve.problem import evaluate
+from test_solve_property import TOL, random_problem
+
+SEEDS = [s for s in range(200) if random_problem(s).layer_budget is None][:80]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hint_problem_plans_fit_the_scaled_rows(seed):
+    p = random_problem(seed)
+    q = cpsat.hint_problem(p)
+    assert q.budget <= p.budget and q.energy_cap <= p.energy_cap and q.latency_cap <= p.latency_cap
+    a = lagrange.solve(q, time_limit=5).assignment
+    if a is None:
+        return
+    m = build(p)
+    rows, _ = cpsat.scaled_rows(m, m.ub.astype(np.int64))
+    x = np.rint(encode(p, m, a)).astype(np.int64)
+    for cols, coefs, lo, hi in rows:
+        v = int((coefs * x[cols]).sum())
+        assert lo <= v <= hi
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lagrange_never_worse_than_greedy(seed):
+    p = random_problem(seed)
+    g, l_ = greedy.solve(p, time_limit=5), lagrange.solve(p, time_limit=5)
+    if g.has_plan:
+        assert l_.has_plan and l_.objective <= g.objective * (1 + TOL) + TOL
+        assert evaluate(p, l_.assignment).feasible
+
+
+def test_feasible_hint_is_kept_when_cpsat_finds_nothing(monkeypatch):
+    from ortools.sat.python import cp_model
+
+    p = next(random_problem(s) for s in SEEDS if lagrange.solve(random_problem(s), time_limit=5).has_plan)
+    h = lagrange.solve(p, time_limit=5).assignment
+    monkeypatch.setattr(cp_model.CpSolver, "Solve", lambda self, model, *a, **k: cp_model.UNKNOWN)
+    r = cpsat.solve(p, time_limit=5, workers=1, hint=h)
+    assert r.has_plan and r.status == "feasible" and r.info["incumbent"] == "hint"
+    assert np.array_equal(r.assignment.counts, h.counts) and np.array_equal(r.assignment.level, h.level)
+    assert cpsat.solve(p, time_limit=5, workers=1).status == "timeout"  # without a hint: no plan, no pretence
+
+
+@pytest.mark.parametrize("seed", SEEDS[:30])
+def test_solve_hinted_bound_is_valid_and_plan_feasible(seed):
+    from halo_opt.solve import brute
+
+    p = random_problem(seed)
+    ex = brute.solve(p)
+    r = solve_hinted(p, "cpsat", time_limit=5)
+    if not ex.has_plan:
+        assert not r.has_plan
+        return
+    assert r.has_plan and evaluate(p, r.assignment).feasible
+    assert r.bound <= ex.objective * (1 + TOL) + TOL
+    assert r.objective == pytest.approx(ex.objective, rel=1e-6, abs=1e-9)
