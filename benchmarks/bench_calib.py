@@ -9,8 +9,10 @@
 a chain of random linears shaped like one LLaMA-2-7B block's distinct shapes (q/k/v/o 4096→4096,
 gate/up 4096→11008, down 11008→4096), against the FLOP bound 2·T·K² of XᵀX, and (b) the cost
 tables (per 128×128 tile × codebook error with the per-row scale search) against the FLOP bound
-of the error GEMMs 2·N·K·k_t per (codebook, grid point). Codebooks come from a synthetic 8-bit
-MAC profile (delay and energy growing with the code's popcount) through ``build_codebooks``.
+of the error GEMMs 2·N·K·k_t per (codebook, grid point); on CUDA it also measures the float32 and
+TF32 8192³ GEMM rates in the same run and reports each layer's error-GEMM rate as % of float32.
+Codebooks come from a synthetic 8-bit MAC profile (delay and energy growing with the code's
+popcount) through ``build_codebooks``.
 """
 
 from __future__ import annotations
@@ -88,6 +90,25 @@ class Chain(nn.Module):
         return self.down(torch.nn.functional.silu(self.up(self.q(self.emb(ids)))))
 
 
+def matmul_tflops(device: str, tf32: bool = False, n: int = 8192, reps: int = 10) -> float:
+    """Measured float32 (``tf32=False``) or TF32 GEMM rate n×n×n on ``device`` (TFLOP/s, median of ``reps``)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g, device=device) for _ in range(2))
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        ts = []
+        for i in range(reps + 3):
+            sync(device)
+            t = time.perf_counter()
+            a @ b
+            sync(device)
+            ts.append(time.perf_counter() - t)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * n**3 / sorted(ts[3:])[reps // 2] / 1e12
+
+
 def bench_llama(args) -> dict:
     d, ff, seqs, L = (256, 688, 8, 64) if args.small else (4096, 11008, args.sequences, args.seq_len)
     dev = args.device
@@ -119,7 +140,10 @@ def bench_llama(args) -> dict:
     for lin in ad.linears:
         W = lin.weight().to(dev, torch.float64)
         H = load_hessian(tmp / "calib", lin.name, dev)["H"]
-        layer_tile_errors(W[:128, :256], H[:256, :256], (128, 128), books_used[:1], f)  # warm-up
+        if dev.startswith("cuda"):    # warm-up: kernel compilation, cached pinned host buffers of this size
+            layer_tile_errors(W, H, (128, 128), books_used, f, fast=True)
+        else:
+            layer_tile_errors(W[:128, :256], H[:256, :256], (128, 128), books_used[:1], f)
         sync(dev)
         t = time.perf_counter()
         layer_tile_errors(W, H, (128, 128), books_used, f, fast=True)
@@ -129,6 +153,11 @@ def bench_llama(args) -> dict:
         flop = 2 * N * K * 128 * len(books_used) * len(f)
         out["layers"].append({"layer": lin.name, "shape": [N, K], "codebooks": len(books_used), "costs_s": round(dt, 3),
                               "error_gemm_flop": flop, "gflops": round(flop / dt / 1e9, 1)})
+    if dev.startswith("cuda"):                                  # the ceilings, measured in the same run
+        fp32, tf32 = matmul_tflops(dev), matmul_tflops(dev, tf32=True)
+        out |= {"fp32_matmul_tflops": round(fp32, 1), "tf32_matmul_tflops": round(tf32, 1)}
+        for lay in out["layers"]:
+            lay["pct_of_fp32_matmul"] = round(100 * lay["gflops"] / 1e3 / fp32, 1)
     return out
 
 

@@ -37,7 +37,7 @@ from .artifacts import atomic_path, provenance, read_json, read_toml, sha256_fil
 from .calibration.hessian import DampingWarning, damped, load_calibration, load_hessian
 from .calibration.models import ModelAdapter, load_model
 from .errors import UserError
-from .quantize import scale_grid, search_scales
+from .quantize import scale_grid, search_scales_blocks
 
 
 def tile_grid(out_features: int, in_features: int, tile: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -51,23 +51,20 @@ def layer_tile_errors(W: torch.Tensor, H: torch.Tensor, tile: tuple[int, int], c
                       factors: torch.Tensor | None = None, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Errors ``e`` [G, C] (tiles in :func:`tile_grid` order × codebooks) and scales [C, N_out, n_col_blocks].
 
-    ``W`` [N, K] and ``H`` [K, K] (already damped as wanted); float64 results.
+    ``W`` [N, K] and ``H`` [K, K] (already damped as wanted); float64 results. All column blocks and
+    codebooks go through one :func:`~halo_opt.quantize.search_scales_blocks` call; a tile's error is
+    the sum of its rows' errors (rows padded to whole row blocks with zeros, so the sum is deterministic).
     """
     N, K = W.shape
     tr, tc = tile
     nrb, ncb = -(-N // tr), -(-K // tc)
-    factors = scale_grid() if factors is None else factors
-    err = torch.zeros(nrb, ncb, len(codebooks), dtype=torch.float64)
-    scales = torch.zeros(len(codebooks), N, ncb, dtype=torch.float64)
-    row_block = torch.arange(N, device=W.device) // tr
-    for j in range(ncb):
-        c0, c1 = j * tc, min((j + 1) * tc, K)
-        Wb, Hb = W[:, c0:c1].contiguous(), H[c0:c1, c0:c1].contiguous()
-        for ci, cb in enumerate(codebooks):
-            s, e = search_scales(Wb, Hb, getattr(cb, "codes", cb), factors, fast)
-            scales[ci, :, j] = s.cpu()
-            err[:, j, ci] = torch.zeros(nrb, dtype=torch.float64, device=W.device).index_add_(0, row_block, e).cpu()
-    return err.reshape(nrb * ncb, len(codebooks)), scales
+    s, e = search_scales_blocks(W, H, tc, [getattr(cb, "codes", cb) for cb in codebooks], factors, fast)
+    e = torch.nn.functional.pad(e.permute(1, 2, 0), (0, 0, 0, 0, 0, nrb * tr - N))      # [nrb·tr, ncb, C]
+    err = e.reshape(nrb, tr, ncb, len(codebooks)).sum(1).reshape(nrb * ncb, len(codebooks))
+    if not W.is_cuda:
+        return err, s
+    # to the host through (cached) pinned buffers: 1 ms instead of 44 ms for 54 MB of scales on an H100
+    return tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t) for t in (err, s))
 
 
 def _profile_meta(profile_dir: Path) -> tuple[dict, str]:

@@ -17,6 +17,13 @@ Reference arithmetic is float64; ``fast=True`` searches the grid in float32 (hal
 traffic, twice the GEMM rate on CPU) and then re-evaluates the chosen scale in float64, so the
 returned errors are float64-exact for the returned scales (the fast path can only differ from
 the reference where two grid points tie to float32 precision).
+
+:func:`search_scales_blocks` does the search for every column block of a layer and every codebook
+at once (the cost tables' inner loop): codebooks sharing ``max|c|`` share the candidate scales, so
+the division/rounding passes are done once per group and only the table lookup and the error GEMM
+once per codebook; column blocks go through one batched GEMM. On CUDA with ``fast=True`` a fused
+Triton kernel does quantise → ``d·H`` (float32 FMA, no TF32) → row reduction → running argmin over
+the grid in registers; the float64 re-evaluation of the chosen scales is shared by both paths.
 """
 
 from __future__ import annotations
@@ -26,6 +33,12 @@ from typing import Iterable, Sequence
 import torch
 
 from .errors import UserError
+
+try:  # fused CUDA grid search (Triton ships with CUDA builds of torch); absent on CPU-only installs
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
 
 #: Working-set budget (bytes) of one batched grid evaluation, per device type; rows are processed
 #: in chunks below it. Small on CPU: large temporaries go through mmap/page faults and run ~10x slower.
@@ -41,12 +54,13 @@ def codes_tensor(codes: Iterable[int] | torch.Tensor, dtype=torch.float64, devic
     return torch.tensor(c, dtype=dtype, device=device)
 
 
-def _nearest_lut(c: torch.Tensor) -> torch.Tensor:
+def _nearest_lut(c: torch.Tensor, lo: int | None = None, hi: int | None = None) -> torch.Tensor:
     """Nearest-code table over half-integer cells of ``x`` (codes are integers, so every decision
     boundary ``(a+b)/2`` is a multiple of 1/2). Cell ``t = floor(2x)`` (clamped to
-    ``[2·c_min − 1, 2·c_max]``); entry ``2(t − t_min)`` is the code for ``x`` inside the open cell
-    ``(t/2, (t+1)/2)``, entry ``2(t − t_min) + 1`` the code for ``x = t/2`` exactly (tie rule)."""
-    lo, hi = int(c[0]), int(c[-1])
+    ``[2·lo − 1, 2·hi]``, by default ``lo, hi = c_min, c_max``; a wider range gives the same codes);
+    entry ``2(t − t_min)`` is the code for ``x`` inside the open cell ``(t/2, (t+1)/2)``, entry
+    ``2(t − t_min) + 1`` the code for ``x = t/2`` exactly (tie rule)."""
+    lo, hi = (int(c[0]) if lo is None else lo), (int(c[-1]) if hi is None else hi)
     t = torch.arange(2 * lo - 1, 2 * hi + 1, dtype=torch.float64)
     x = torch.stack([(t + 0.5) / 2, t / 2], 1).reshape(-1)           # open-cell centre, cell edge
     cd = c.to("cpu", torch.float64)
@@ -106,27 +120,236 @@ def search_scales(W: torch.Tensor, H: torch.Tensor, codes, factors: torch.Tensor
     """
     if W.ndim != 2 or H.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K])")
-    factors = scale_grid() if factors is None else factors.to(torch.float64)
-    dev = W.device
-    c64 = codes_tensor(codes, device=dev)
-    W64, H64 = W.to(torch.float64).contiguous(), H.to(torch.float64).contiguous()
-    s0 = W64.abs().amax(-1) / c64.abs().max().clamp_min(1)
-    cand = factors.to(dev)[:, None] * s0[None, :]                        # [F, R]
-    work = torch.float32 if fast else torch.float64
-    Wk, Hk = W64.to(work), H64.to(work)
-    lut = _nearest_lut(c64).to(dev, work)
-    R, K = W.shape
-    budget = CHUNK_BYTES.get(dev.type, CHUNK_BYTES["cpu"])
-    step = max(1, budget // (len(factors) * K * (4 if fast else 8) * 12))
-    best = torch.empty(R, dtype=torch.long, device=dev)
-    for r0 in range(0, R, step):
-        w = Wk[r0:r0 + step]
-        _, w_hat = _quantize(w[None], cand[:, r0:r0 + step, None].to(work), c64, lut)
-        d = w_hat - w[None]
-        err = ((d @ Hk) * d).sum(-1)                                     # [F, r]
-        best[r0:r0 + step] = torch.argmin(err, 0)
-    s = cand.gather(0, best[None]).squeeze(0)
-    return s, row_errors(W64, H64, c64, s)
+    s, e = search_scales_blocks(W, H, max(W.shape[1], 1), [codes], factors, fast)
+    return s[0, :, 0], e[0, :, 0]
+
+
+def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks: Sequence,
+                         factors: torch.Tensor | None = None, fast: bool = False,
+                         backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`search_scales` on every column block of a layer, for every codebook: ``(s, e)`` [C, N, n_b].
+
+    Block ``j`` holds columns ``[j·width, min((j+1)·width, K))`` (the last may be narrower);
+    ``s[c, :, j], e[c, :, j] = search_scales(W[:, blk], H[blk, blk], codebooks[c], factors, fast)``.
+    ``backend``: ``"torch"`` (batched, any device), ``"triton"`` (fused CUDA kernel, ``fast`` only,
+    ``width`` ≤ 128) or ``"auto"`` (Triton where it applies). Results on device of ``W``, float64.
+    """
+    N, K = W.shape
+    if H.shape != (K, K):
+        raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K])")
+    if width < 1:
+        raise UserError(f"column block width must be >= 1, got {width}")
+    factors = (scale_grid() if factors is None else factors).to(W.device, torch.float64)
+    books = [codes_tensor(getattr(cb, "codes", cb)) for cb in codebooks]   # on the CPU: tables and bounds
+    use_triton = backend == "triton" or (backend == "auto" and fast and W.is_cuda and triton is not None
+                                          and width <= TRITON_MAX_WIDTH)
+    if use_triton and not (fast and W.is_cuda and triton is not None and width <= TRITON_MAX_WIDTH):
+        raise UserError(f"backend='triton' needs fast=True, a CUDA tensor, Triton and width <= {TRITON_MAX_WIDTH}; "
+                        "use backend='torch'")
+    if backend not in ("auto", "torch", "triton"):
+        raise UserError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
+    nb = -(-K // width)
+    W64 = W.to(torch.float64)
+    Wp = torch.nn.functional.pad(W64, (0, nb * width - K)).view(N, nb, width)     # zero-padded column blocks
+    cmax = torch.stack([cmax_of(c) for c in books]).to(W.device)
+    s0 = Wp.abs().amax(-1)[None] / cmax[:, None, None]                   # [C, N, nb]
+    if use_triton:
+        s = factors[_best_triton(W, H, s0, books, factors, width)] * s0   # the chosen candidate, bit for bit
+        if TRITON_CONFIG.get("float64_eval") == "triton":
+            return s, _block_errors_triton(W, H, books, s, width)
+        return s, _block_errors(Wp, _diag_blocks(H, width, nb), books, s)
+    Hp = _diag_blocks(H, width, nb)
+    s = factors[_best_torch(Wp, Hp, s0, books, factors, torch.float32 if fast else torch.float64)] * s0
+    return s, _block_errors(Wp, Hp, books, s)
+
+
+def _diag_blocks(H: torch.Tensor, width: int, nb: int) -> torch.Tensor:
+    """The ``nb`` diagonal ``width``×``width`` blocks of ``H`` (float64, zero-padded): [nb, width, width]."""
+    K = H.shape[0]
+    Hp = torch.zeros(nb, width, width, dtype=torch.float64, device=H.device)
+    for j in range(nb):
+        k = min(width, K - j * width)
+        Hp[j, :k, :k] = H[j * width:j * width + k, j * width:j * width + k]
+    return Hp
+
+
+def _best_torch(Wp: torch.Tensor, Hp: torch.Tensor, s0: torch.Tensor, books: list, factors: torch.Tensor,
+                work: torch.dtype) -> torch.Tensor:
+    """First grid index minimising ``Δw H Δwᵀ`` per codebook, row, block: [C, N, nb] (torch, any device).
+
+    Codebooks with the same ``max|c|`` have the same candidate scales, so ``y = 2w/s`` and its cell
+    index are computed once per group (on a table over the group's code range) and only the lookup,
+    ``d = q·s − w`` and ``(d H_j)·d`` once per codebook. Work items are (block, row) pairs × grid,
+    chunked below ``CHUNK_BYTES``; a chunk's blocks and grid factors go through one batched GEMM, one
+    batch entry per factor, so a row with the same ``ŵ`` at two factors gets bit-identical errors
+    and the tie goes to the first factor (folding the factors into one GEMM's rows does not ensure that)."""
+    C, N, nb = s0.shape
+    width, F, dev = Wp.shape[-1], len(factors), Wp.device
+    Wk, Hk = Wp.to(work).transpose(0, 1).contiguous(), Hp.to(work)      # [nb, N, width]
+    W2 = 2 * Wk                                                          # exact
+    groups: dict[float, list[int]] = {}
+    for i, c in enumerate(books):
+        groups.setdefault(float(cmax_of(c)), []).append(i)
+    tabs = []
+    for members in groups.values():
+        lo, hi = min(int(books[i][0]) for i in members), max(int(books[i][-1]) for i in members)
+        tabs.append((members, 2 * lo - 1, 2 * hi, [_nearest_lut(books[i], lo, hi).to(dev, work) for i in members]))
+    unit = F * width * torch.finfo(work).bits // 8 * 12                   # bytes of one (row, block) evaluation
+    cap = max(1, CHUNK_BYTES.get(dev.type, CHUNK_BYTES["cpu"]) // unit)
+    rows = min(N, cap)
+    nbc = max(1, min(nb, cap // rows))
+    best = torch.empty(C, N, nb, dtype=torch.long, device=dev)
+    f = factors.to(dev)[None, :, None]
+    for b0 in range(0, nb, nbc):
+        h = Hk[b0:b0 + nbc]
+        for r0 in range(0, N, rows):
+            w, w2 = Wk[b0:b0 + nbc, None, r0:r0 + rows], W2[b0:b0 + nbc, None, r0:r0 + rows]   # [b, 1, r, width]
+            b, r = w.shape[0], w.shape[2]
+            for members, tmin, tmax, luts in tabs:
+                cand = (f * s0[members[0], r0:r0 + rows, b0:b0 + nbc].T[:, None, :]).to(work)[..., None]  # [b, F, r, 1]
+                y = w2 / torch.where(cand > 0, cand, 1)                 # = 2·(w/s); w = 0 where s = 0
+                t = torch.floor(y).clamp_(tmin, tmax)
+                tie = t == y
+                idx = t.sub_(tmin).mul_(2).add_(tie).long()              # 2(t − t_min) + [y == t]
+                for i, lut in zip(members, luts):
+                    d = lut[idx].mul_(cand).sub_(w)                      # ŵ − w  [b, F, r, width]
+                    err = torch.matmul(d, h[:, None]).mul_(d).sum(-1)          # one GEMM per factor: exact ties stay ties
+                    best[i, r0:r0 + rows, b0:b0 + nbc] = err.argmin(1).T
+    return best
+
+
+def cmax_of(c: torch.Tensor) -> torch.Tensor:
+    """``max|c|`` clamped to ≥ 1: the code magnitude that ``max|w|`` maps to at grid factor 1."""
+    return c.abs().max().clamp_min(1)
+
+
+def _block_errors(Wp: torch.Tensor, Hp: torch.Tensor, books: list, s: torch.Tensor) -> torch.Tensor:
+    """Float64 ``Δw_r H_j Δw_rᵀ`` per codebook, row and block for the scales ``s`` [C, N, nb]."""
+    C, N, nb = s.shape
+    width = Wp.shape[-1]
+    out = torch.empty(C, N, nb, dtype=torch.float64, device=Wp.device)
+    step = max(1, CHUNK_BYTES.get(Wp.device.type, CHUNK_BYTES["cpu"]) // (nb * width * 8 * 8))
+    for i, c in enumerate(books):
+        lut = _nearest_lut(c).to(Wp.device, torch.float64)
+        for r0 in range(0, N, step):
+            w = Wp[r0:r0 + step]                                         # [r, nb, width]
+            d = (_quantize(w, s[i, r0:r0 + step, :, None], c, lut)[1] - w).transpose(0, 1)
+            out[i, r0:r0 + step] = (torch.bmm(d, Hp) * d).sum(-1).T
+    return out
+
+
+#: Widest column block the fused kernel takes (a block of H is held on chip per program).
+TRITON_MAX_WIDTH = 128
+#: Kernel configuration (rows per program, warps, dot precision); picked by measurement on an H100.
+TRITON_CONFIG = {"block_r": 16, "num_warps": 4, "precision": "ieee",
+                 "float64_eval": "triton", "eval_block_r": 32, "eval_num_warps": 8}
+
+
+def _lut_pack(books: list, dtype: torch.dtype, device) -> tuple[torch.Tensor, ...]:
+    """All codebooks' :func:`_nearest_lut` tables in one buffer: (tables, offsets, t_min, t_max)."""
+    luts = [_nearest_lut(c).to(dtype) for c in books]
+    off = torch.tensor([0] + [len(t) for t in luts[:-1]]).cumsum(0).to(device, torch.int32)
+    tmin = torch.tensor([2 * int(c[0]) - 1 for c in books], dtype=dtype, device=device)
+    tmax = torch.tensor([2 * int(c[-1]) for c in books], dtype=dtype, device=device)
+    return torch.cat(luts).to(device), off, tmin, tmax
+
+
+def _best_triton(W: torch.Tensor, H: torch.Tensor, s0: torch.Tensor, books: list, factors: torch.Tensor,
+                 width: int, **config) -> torch.Tensor:
+    """:func:`_best_torch` (float32 search) as one fused launch over (row tile, block, codebook)."""
+    cfg = TRITON_CONFIG | config
+    N, K = W.shape
+    C, _, nb = s0.shape
+    lut, off, tmin, tmax = _lut_pack(books, torch.float32, W.device)
+    best = torch.empty(C, N, nb, dtype=torch.int32, device=W.device)
+    br, bk = cfg["block_r"], max(16, triton.next_power_of_2(width))
+    _grid_kernel[(triton.cdiv(N, br), nb, C)](
+        W.to(torch.float32).contiguous(), H.to(torch.float32).contiguous(), s0.contiguous(), factors.contiguous(),
+        lut, off, tmin, tmax, best, N, K, nb, width, len(factors),
+        BLOCK_R=br, BLOCK_K=bk, PREC=cfg["precision"], num_warps=cfg["num_warps"])
+    return best.long()
+
+
+def _block_errors_triton(W: torch.Tensor, H: torch.Tensor, books: list, s: torch.Tensor, width: int,
+                         **config) -> torch.Tensor:
+    """:func:`_block_errors` (float64 throughout) as one fused launch."""
+    cfg = TRITON_CONFIG | config
+    N, K = W.shape
+    C, _, nb = s.shape
+    lut, off, tmin, tmax = _lut_pack(books, torch.float64, W.device)
+    out = torch.empty(C, N, nb, dtype=torch.float64, device=W.device)
+    br, bk = cfg["eval_block_r"], max(16, triton.next_power_of_2(width))
+    _eval_kernel[(triton.cdiv(N, br), nb, C)](
+        W.to(torch.float64).contiguous(), H.to(torch.float64).contiguous(), s.contiguous(), lut, off, tmin, tmax, out,
+        N, K, nb, width, BLOCK_R=br, BLOCK_K=bk, num_warps=cfg["eval_num_warps"])
+    return out
+
+
+if triton is not None:
+    @triton.jit
+    def _eval_kernel(w_ptr, h_ptr, s_ptr, lut_ptr, off_ptr, tmin_ptr, tmax_ptr, out_ptr, N, K, NB, WIDTH,
+                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Float64 e = Σ_k (d H_j)_k d_k, d = s·LUT[cell(2w/s)] − w, for the given scales (as _quantize)."""
+        pr, j, c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        rows = pr * BLOCK_R + tl.arange(0, BLOCK_R)
+        kk = tl.arange(0, BLOCK_K)
+        cols = j * WIDTH + kk
+        rm = rows < N
+        cm = (kk < WIDTH) & (cols < K)
+        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + cols[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+        h = tl.load(h_ptr + cols[:, None].to(tl.int64) * K + cols[None, :], mask=cm[:, None] & cm[None, :], other=0.0)
+        o = (c * N + rows).to(tl.int64) * NB + j
+        s = tl.load(s_ptr + o, mask=rm, other=0.0)
+        tmin = tl.load(tmin_ptr + c)
+        y = (w * 2.0) / tl.where(s > 0, s, 1.0)[:, None]                  # float64 '/' is div.rn.f64
+        t = tl.minimum(tl.maximum(tl.floor(y), tmin), tl.load(tmax_ptr + c))
+        q = tl.load(lut_ptr + tl.load(off_ptr + c) + ((t - tmin) * 2.0 + (y == t).to(tl.float64)).to(tl.int32))
+        d = tl.where(cm[None, :], q * s[:, None] - w, 0.0)
+        tl.store(out_ptr + o, tl.sum(tl.dot(d, h) * d, axis=1), mask=rm)
+
+    @triton.jit
+    def _lookup(w2, s, lut_ptr, tmin, tmax):
+        """Codes LUT[cell(y)], y = 2w/s (correctly rounded, as torch), for per-row scales ``s`` (float32)."""
+        y = tl.div_rn(w2, tl.where(s > 0, s, 1.0)[:, None])
+        t = tl.minimum(tl.maximum(tl.floor(y), tmin), tmax)
+        return tl.load(lut_ptr + ((t - tmin) * 2.0 + (y == t).to(tl.float32)).to(tl.int32))
+
+    @triton.jit
+    def _grid_kernel(w_ptr, h_ptr, s0_ptr, f_ptr, lut_ptr, off_ptr, tmin_ptr, tmax_ptr, best_ptr,
+                     N, K, NB, WIDTH, NF,
+                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, PREC: tl.constexpr):
+        """One program: rows [BLOCK_R] of block j (program_id 1) for codebook c (program_id 2);
+        per grid factor: s = f·s0 (float64 → float32), q = LUT[cell(2w/s)], d = q·s − w,
+        e = Σ_k (d H_j)_k d_k, running first argmin over the factors. The table lookup of the next
+        factor is issued before this factor's dot, so its latency hides behind the FMAs. Padded
+        columns have H = 0 (and finite d), so they add exact zeros."""
+        pr, j, c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        rows = pr * BLOCK_R + tl.arange(0, BLOCK_R)
+        kk = tl.arange(0, BLOCK_K)
+        cols = j * WIDTH + kk
+        rm = rows < N
+        cm = (kk < WIDTH) & (cols < K)
+        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + cols[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+        h = tl.load(h_ptr + cols[:, None].to(tl.int64) * K + cols[None, :], mask=cm[:, None] & cm[None, :], other=0.0)
+        w2 = w * 2.0
+        s0 = tl.load(s0_ptr + (c * N + rows).to(tl.int64) * NB + j, mask=rm, other=0.0)
+        lut = lut_ptr + tl.load(off_ptr + c)
+        tmin = tl.load(tmin_ptr + c)
+        tmax = tl.load(tmax_ptr + c)
+        best_e = tl.full([BLOCK_R], float("inf"), tl.float32)
+        best_i = tl.zeros([BLOCK_R], tl.int32)
+        s = (tl.load(f_ptr) * s0).to(tl.float32)
+        q = _lookup(w2, s, lut, tmin, tmax)
+        for f in range(NF):
+            s_next = (tl.load(f_ptr + tl.minimum(f + 1, NF - 1)) * s0).to(tl.float32)
+            q_next = _lookup(w2, s_next, lut, tmin, tmax)
+            d = q * s[:, None] - w
+            e = tl.sum(tl.dot(d, h, input_precision=PREC) * d, axis=1)
+            better = e < best_e
+            best_e = tl.where(better, e, best_e)
+            best_i = tl.where(better, f, best_i)
+            s, q = s_next, q_next
+        tl.store(best_ptr + (c * N + rows).to(tl.int64) * NB + j, best_i, mask=rm)
 
 
 def best_scales(W: torch.Tensor, H: torch.Tensor, codes, n_grid: int = 15, lo: float = 0.5, hi: float = 1.2,
