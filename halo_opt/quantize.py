@@ -287,17 +287,24 @@ def _block_errors_triton(W: torch.Tensor, H: torch.Tensor, books: list, s: torch
 
 if triton is not None:
     @triton.jit
-    def _eval_kernel(w_ptr, h_ptr, s_ptr, lut_ptr, off_ptr, tmin_ptr, tmax_ptr, out_ptr, N, K, NB, WIDTH,
-                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Float64 e = Σ_k (d H_j)_k d_k, d = s·LUT[cell(2w/s)] − w, for the given scales (as _quantize)."""
-        pr, j, c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        rows = pr * BLOCK_R + tl.arange(0, BLOCK_R)
+    def _tile(w_ptr, h_ptr, N, K, WIDTH, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+        """This program's rows [BLOCK_R] (program_id 0) of column block j (program_id 1): row ids,
+        row and column masks, the W tile [BLOCK_R, BLOCK_K] and the diagonal H block (zero-padded)."""
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         kk = tl.arange(0, BLOCK_K)
-        cols = j * WIDTH + kk
+        cols = tl.program_id(1) * WIDTH + kk
         rm = rows < N
         cm = (kk < WIDTH) & (cols < K)
         w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + cols[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
         h = tl.load(h_ptr + cols[:, None].to(tl.int64) * K + cols[None, :], mask=cm[:, None] & cm[None, :], other=0.0)
+        return rows, rm, cm, w, h
+
+    @triton.jit
+    def _eval_kernel(w_ptr, h_ptr, s_ptr, lut_ptr, off_ptr, tmin_ptr, tmax_ptr, out_ptr, N, K, NB, WIDTH,
+                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Float64 e = Σ_k (d H_j)_k d_k, d = s·LUT[cell(2w/s)] − w, for the given scales (as _quantize)."""
+        rows, rm, cm, w, h = _tile(w_ptr, h_ptr, N, K, WIDTH, BLOCK_R, BLOCK_K)
+        j, c = tl.program_id(1), tl.program_id(2)
         o = (c * N + rows).to(tl.int64) * NB + j
         s = tl.load(s_ptr + o, mask=rm, other=0.0)
         tmin = tl.load(tmin_ptr + c)
@@ -323,14 +330,8 @@ if triton is not None:
         e = Σ_k (d H_j)_k d_k, running first argmin over the factors. The table lookup of the next
         factor is issued before this factor's dot, so its latency hides behind the FMAs. Padded
         columns have H = 0 (and finite d), so they add exact zeros."""
-        pr, j, c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        rows = pr * BLOCK_R + tl.arange(0, BLOCK_R)
-        kk = tl.arange(0, BLOCK_K)
-        cols = j * WIDTH + kk
-        rm = rows < N
-        cm = (kk < WIDTH) & (cols < K)
-        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + cols[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-        h = tl.load(h_ptr + cols[:, None].to(tl.int64) * K + cols[None, :], mask=cm[:, None] & cm[None, :], other=0.0)
+        rows, rm, cm, w, h = _tile(w_ptr, h_ptr, N, K, WIDTH, BLOCK_R, BLOCK_K)
+        j, c = tl.program_id(1), tl.program_id(2)
         w2 = w * 2.0
         s0 = tl.load(s0_ptr + (c * N + rows).to(tl.int64) * NB + j, mask=rm, other=0.0)
         lut = lut_ptr + tl.load(off_ptr + c)
