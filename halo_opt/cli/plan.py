@@ -50,8 +50,9 @@ def plan(
     if not r.has_plan:
         raise UserError(f"solver {solver} found no plan ({r.status}) in {time_limit:g} s; raise --time-limit or try --solver lagrange")
     write_plan(out, p, r, sc.to_dict(), costs)
+    notes = "".join(f", {k} {r.info[k]}" for k in ("incumbent", "bound_from") if k in r.info)
     typer.echo(f"{solver}: {r.status} objective {r.objective:.6g} bound {r.bound:.6g} gap {r.gap:.2e} "
-               f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains) -> {out}")
+               f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains{notes}) -> {out}")
 
 
 @app.command()

@@ -17,7 +17,6 @@ incumbent may depend on thread timing (CP-SAT portfolio).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -81,7 +80,7 @@ def hint_problem(p: Problem) -> Problem:
     def shrink(v: float) -> float:
         return v * (1 - 2 * rel) if math.isfinite(v) else v
 
-    return dataclasses.replace(p, budget=shrink(p.budget), energy_cap=shrink(p.energy_cap), latency_cap=shrink(p.latency_cap))
+    return p.replace(budget=shrink(p.budget), energy_cap=shrink(p.energy_cap), latency_cap=shrink(p.latency_cap))
 
 
 def _ints(a) -> str:
