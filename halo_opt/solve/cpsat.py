@@ -105,7 +105,8 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 2, seed: in
     """Exact solve; ``hint`` (an Assignment, e.g. the Lagrangian plan) seeds the search. If CP-SAT
     ends without an incumbent of its own (presolve of 10⁵+ variables can outlast a short time
     limit) and the hint is a feasible plan, the hint is returned as the incumbent
-    (``info["incumbent"] = "hint"``) with CP-SAT's bound: it is the best plan known."""
+    (``info["incumbent"] = "hint"``, no bound; :func:`..solve_hinted` adds the Lagrangian one):
+    it is the best plan known."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()

@@ -103,7 +103,7 @@ def improve_levels(p: Problem, lv: np.ndarray, D0: np.ndarray, minerr: np.ndarra
     while time.perf_counter() < deadline:
         cur = D0[L, lv]
         slack = p.budget - minerr[L, lv].sum()
-        moves = []  # (ratio, trial)
+        moves = []  # (saving per added error, domain l or -1, new level v, relabelled level u or None)
         save = cur[:, None] - D0  # [L, V]
         add = minerr - minerr[L, lv][:, None]
         ok = (save > 1e-12 * np.abs(cur)[:, None]) & (add <= slack) & np.isfinite(D0)
