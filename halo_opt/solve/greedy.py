@@ -18,11 +18,10 @@ import time
 
 import numpy as np
 
-from ..errors import UserError
 from .fill import fill
 from .infeasible import _per_level_min
 from .levels import best_levels
-from .problem import Problem
+from .problem import Problem, refuse_layer_budgets
 from .result import Result, finish
 
 
@@ -148,8 +147,7 @@ def greedy_levels(p: Problem, deadline: float = np.inf) -> tuple[np.ndarray | No
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
     t0 = time.perf_counter()
     p = problem
-    if p.layer_budget is not None:
-        raise UserError("the greedy solver does not support per-layer budgets; use --solver cpsat or milp")
+    refuse_layer_budgets(p, "greedy")
     lv, steps = greedy_levels(p, t0 + time_limit)
     if lv is None:
         return finish(p, "greedy", None, -math.inf, t0)

@@ -17,17 +17,15 @@ import time
 
 import numpy as np
 
-from ..errors import UserError
 from .greedy import base_level_cost
-from .problem import Assignment, Problem
+from .problem import Assignment, Problem, refuse_layer_budgets
 from .result import Result, finish
 
 
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
     t0 = time.perf_counter()
     p = problem
-    if p.layer_budget is not None:
-        raise UserError("the halo solver does not support per-layer budgets; use --solver cpsat or milp")
+    refuse_layer_budgets(p, "halo")
     D0 = base_level_cost(p)
     lc = np.where(np.isfinite(D0), D0, np.inf).sum(0)  # [V] whole-model cost per level
     cb_cost = np.array([lc[p.compat[c]].min() if p.compat[c].any() else np.inf for c in range(p.C)])

@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 
-from ..errors import UserError
 from .fill import fill
 from .greedy import base_level_cost, greedy_levels, improve_levels
 from .infeasible import _per_level_min
 from .levels import best_levels
-from .problem import Assignment, Problem, evaluate
+from .problem import Assignment, Problem, evaluate, refuse_layer_budgets
 from .result import Result, finish
 
 
@@ -70,8 +69,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
           iters: int = 60, max_fills: int = 4) -> Result:
     t0 = time.perf_counter()
     p = problem
-    if p.layer_budget is not None:
-        raise UserError("the lagrange solver does not support per-layer budgets; use --solver cpsat or milp")
+    refuse_layer_budgets(p, "lagrange")
     Ew = p.w_energy * p.energy_dyn
     mask_v = [np.broadcast_to(p.compat[:, v], (p.G, p.C)) for v in range(p.V)]
     sw = p.w_latency * p.switch_time_s + p.w_energy * p.switch_energy_j

@@ -285,3 +285,9 @@ def aggregate(tile_domain, tile_layer, err, energy_dyn) -> tuple[np.ndarray, ...
     assert count.sum() == T
     return (tile_group, count, np.asarray(tile_domain, np.int64)[firsts], np.asarray(tile_layer, np.int64)[firsts],
             np.asarray(err, np.float64)[firsts], np.asarray(energy_dyn, np.float64)[firsts])
+
+
+def refuse_layer_budgets(p: Problem, solver: str) -> None:
+    """UserError for solvers whose decomposition has no per-layer budget rows."""
+    if p.layer_budget is not None:
+        raise UserError(f"the {solver} solver does not support per-layer budgets; use --solver cpsat or milp")

@@ -14,13 +14,12 @@ import time
 
 import numpy as np
 
-from ..errors import UserError
 from .fill import fill
 from .greedy import base_level_cost, repair_levels
 from .infeasible import _per_level_min
 from .levels import best_levels
 from .model import build
-from .problem import Problem
+from .problem import Problem, refuse_layer_budgets
 from .result import Result, finish
 
 
@@ -29,8 +28,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
 
     t0 = time.perf_counter()
     p = problem
-    if p.layer_budget is not None:
-        raise UserError("the relax solver does not support per-layer budgets; use --solver cpsat or milp")
+    refuse_layer_budgets(p, "relax")
     m = build(p)
     if m.dead_domain:
         return finish(p, "relax", None, math.inf, t0, status="infeasible")
