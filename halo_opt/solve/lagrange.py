@@ -13,6 +13,8 @@ the budget allows, plus the greedy level vector (:func:`.greedy.greedy_levels`);
 feasible one then spends leftover budget on cheaper levels (:func:`.greedy.improve_levels`) —
 with few domains the duality gap sits in the level choice — and the best plan is returned
 (so lagrange is never worse than greedy).
+The λ of the best bound is ``info["bound_lambda"]``: d(λ) − λ·B' = (d(λ) − λ·B) + λ·(B − B'),
+so the bound for another budget B' follows without a second run.
 Energy / latency caps are not relaxed (μ = 0 keeps the bound valid); plans violating them
 are discarded. Per-layer budgets: not supported (use cpsat or milp).
 """
@@ -85,19 +87,18 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
         err = float((p.count * p.err[gi, ch]).sum())
         return val, Assignment.from_choice(p, ch, lv), err
 
-    best_bound, plans, n_eval = -math.inf, [], 0
+    best_bound, bound_lam, plans, n_eval = -math.inf, 0.0, [], 0
     seen_levels: dict = {}  # level vectors met during the search (each re-filled for a primal)
 
     def ev(lam):
-        nonlocal best_bound, n_eval
+        nonlocal best_bound, bound_lam, n_eval
         n_eval += 1
         val, a, err = lagr(lam)
         if a is not None:
             seen_levels.setdefault(a.level.tobytes(), a.level)
-        if a is not None and math.isfinite(B):
-            best_bound = max(best_bound, val - lam * B)
-        elif a is not None:
-            best_bound = max(best_bound, val)
+            d = val - lam * B if math.isfinite(B) else val
+            if d > best_bound:
+                best_bound, bound_lam = d, lam
         return a, err
 
     a0, e0 = ev(0.0)
@@ -149,4 +150,4 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
             if f is not None:
                 plans.append(f)
     best, best_obj = _best(p, plans)
-    return finish(p, "lagrange", best, best_bound, t0, lam_bracket=(lo, hi), n_eval=n_eval)
+    return finish(p, "lagrange", best, best_bound, t0, lam_bracket=(lo, hi), bound_lambda=bound_lam, n_eval=n_eval)
