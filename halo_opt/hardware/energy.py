@@ -236,7 +236,7 @@ def mac_energy_breakdown(
     v0: float,
     power: LibraryPower | None = None,
     slew_ps: np.ndarray | None = None,
-    chunk_codes: int = 32,
+    chunk_codes: int = 64,
 ) -> EnergyBreakdown:
     """Switching, internal and leakage per code (module docstring).
 
@@ -256,10 +256,17 @@ def mac_energy_breakdown(
         raise UserError(f"slew_ps has shape {np.shape(slew_ps)}; expected (n_nets, 2, n_codes) = ({netlist.n_nets}, 2, {C})")
     N = np.asarray(a_seq).size
     T = np.zeros((netlist.n_nets, C), np.int64)
-    internal = np.zeros(C)
     leak = np.zeros(C)
-    cells = {g.cell for g in netlist.gates}
-    cp = {c: power.cell(c) for c in cells} if power is not None else {}
+    # event counts per (tables, slew net, input edge, load): evaluated once over all codes at the end
+    events: dict[tuple, np.ndarray] = {}
+    tables: dict[int, tuple] = {}
+
+    def add(tabs: tuple, n: int, e_in: int, load: float, s: int, cnt: np.ndarray) -> None:
+        key = (id(tabs), n, e_in, load)
+        tables[id(tabs)] = tabs
+        events.setdefault(key, np.zeros(C))[s : s + cnt.size] += cnt
+
+    cp = {c: power.cell(c) for c in {g.cell for g in netlist.gates}} if power is not None else {}
     for s, x, d, state in _vector_chunks(netlist, codes, a_seq, p_seq, chunk_codes):
         K = x.shape[1]
         T[:, s : s + K] = _popcount(d)
@@ -267,13 +274,11 @@ def mac_energy_breakdown(
             continue
         ones = np.broadcast_to(ALL_ONES, x.shape[1:])
         zeros = np.zeros(x.shape[1:], np.uint64)
-        sl = slew_ps[:, :, s : s + K]
         for g in netlist.gates:
             cell, pw = netlist.cells[g.cell], cp[g.cell]
             env = {pin: x[n] for pin, n in zip(cell.inputs, g.inputs)}
             env.update({cell.output: x[g.output], "ONES": ones, "ZEROS": zeros})
-            st = state & ones
-            for grp, m in _pick([*(_W(w, v) for w, v in pw.leakage), _W(None, pw.default_leakage_w)], st, env):
+            for grp, m in _pick([*(_W(w, v) for w, v in pw.leakage), _W(None, pw.default_leakage_w)], state & ones, env):
                 leak[s : s + K] += grp.value * _popcount(m)
             dy = d[g.output]
             # toggled-input count per vector: eq[k] = exactly k inputs toggled
@@ -283,24 +288,25 @@ def mac_energy_breakdown(
                 for k in range(len(eq) - 1, 0, -1):
                     eq[k] = (eq[k] & ~dn) | (eq[k - 1] & dn)
                 eq[0] = eq[0] & ~dn
+            load = float(caps[g.output])
             for pin, n in zip(cell.inputs, g.inputs):
                 dn = d[n]
                 if not dn.any():
                     continue
+                arcs = pw.arc_groups(cell.output, pin) or pw.arc_groups(cell.output, None)
                 for e_in, edge_in in ((0, dn & ~x[n]), (1, dn & x[n])):
-                    slew = sl[n, e_in]
                     for grp, m in _pick(pw.arc_groups(pin, None), edge_in, env):  # input-pin energy
-                        if m.any():
-                            internal[s : s + K] += _table_energy(grp.rise if e_in else grp.fall, slew, 0.0) * _popcount(m)
-                    arcs = pw.arc_groups(cell.output, pin) or pw.arc_groups(cell.output, None)
+                        add(grp.rise if e_in else grp.fall, n, e_in, 0.0, s, _popcount(m))
                     for e_out, edge_out in ((0, edge_in & dy & ~x[g.output]), (1, edge_in & dy & x[g.output])):
                         if not edge_out.any():
                             continue
                         for grp, m in _pick(arcs, edge_out, env):
-                            if not m.any():
-                                continue
                             share = sum(_popcount(m & eq[k]) / k for k in range(1, len(eq)))
-                            internal[s : s + K] += _table_energy(grp.rise if e_out else grp.fall, slew, float(caps[g.output])) * share
+                            add(grp.rise if e_out else grp.fall, n, e_in, load, s, share)
+    internal = np.zeros(C)
+    for (tid, n, e_in, load), cnt in events.items():
+        if cnt.any():
+            internal += _table_energy(tables[tid], slew_ps[n, e_in], load) * cnt
     switch = 0.5 * volt ** 2 * (caps @ T) / (N - 1)
     return EnergyBreakdown(codes, float(volt), src, switch, internal / (N - 1), leak / N * 1e9)
 
