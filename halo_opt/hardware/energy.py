@@ -20,8 +20,9 @@ rail, else ``nom_voltage``); the voltage law's ``v0`` for built-in gates or a li
 ``t`` is caused by the gate inputs that toggled at ``t`` (``k`` of them); each causing input
 ``i`` contributes ``1/k`` of its arc energy ``E_i(edge_out, S_i(edge_in), C_out)``: the
 ``rise_power``/``fall_power`` table of the ``internal_power`` group of the output pin with
-``related_pin`` = ``i`` whose ``when`` holds on the cell's pin values at ``t`` (first in library
-order; the unconditional group where none holds, 0 where there is none), interpolated like the
+``related_pin`` = ``i`` (output groups without ``related_pin`` where the pin has none) whose
+``when`` holds on the cell's pin values at ``t`` (first in library order; the unconditional
+group where none holds, 0 where there is none), interpolated like the
 NLDM tables (:func:`~halo_opt.hardware.delay.interp2`) at the input slew ``S_i`` of that input
 edge and the output net's load ``C_out`` above. Each toggle of an input pin adds its input-pin
 group's energy (``when`` selected the same way) at its slew. **Slew approximation:** ``S`` is the
