@@ -20,9 +20,10 @@ from ..errors import UserError
 from .check import code_range, functional_check, sample_psums
 from .codebooks import Codebook, build_codebooks, save_codebooks
 from .delay import BuiltinDelay, LibertyDelay
-from .dvfs import load_voltage_law
-from .energy import draw_activations, leakage_w, mac_energy, net_caps_ff
+from .dvfs import load_voltage_law, voltage_law_for
+from .energy import draw_activations, mac_energy_breakdown, net_caps_ff
 from .liberty import read_liberty
+from .liberty_power import read_liberty_power
 from .netlist import Netlist
 from .profile import MacProfile
 from .timing import floating_delays, static_timing
@@ -80,7 +81,12 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     net = load_netlist(cfg)
     lib = read_liberty(cfg.liberty) if cfg.liberty is not None else None
     library = net.meta.get("library") or (Path(cfg.liberty).name if cfg.liberty else "yosys-builtin")
+    power = read_liberty_power(cfg.liberty) if cfg.liberty is not None else None
     law = load_voltage_law(cfg.law_name(str(library)))
+    if power is not None and power.voltage and abs(power.voltage - law.v0) > 1e-9:
+        if cfg.voltage_law:
+            raise UserError(f"voltage law {law.name} has v0 = {law.v0:g} V but the Liberty library's supply is {power.voltage:g} V; pass a law with that v0")
+        law = voltage_law_for(power.voltage, law.name)
     model = LibertyDelay(lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout) if lib is not None else BuiltinDelay()
     spec = cfg.spec
     codes = code_range(spec.wbits, spec.signed)
@@ -97,16 +103,18 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     p_lo = -(1 << (spec.acc - 1)) if spec.signed else 0
     p_seq = rng.integers(p_lo, p_lo + (1 << spec.acc), size=cfg.n_energy)
     caps = net_caps_ff(net, lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout)
-    energy = mac_energy(net, caps, codes, a_seq, p_seq, law.v0)
+    eb = mac_energy_breakdown(net, codes, a_seq, p_seq, caps_ff=caps, v0=law.v0, power=power, slew_ps=st.slew_ps)
     t_energy = time.perf_counter() - t0 - t_synth - t_timing
 
     import pandas as pd
 
     table = pd.DataFrame({"code": codes, "delay_static_ps": st.delay_ps,
-                          "delay_float_ps": np.minimum(floating, st.delay_ps), "energy_fj": energy})
+                          "delay_float_ps": np.minimum(floating, st.delay_ps), "energy_fj": eb.total_fj,
+                          "energy_switch_fj": eb.switch_fj, "energy_internal_fj": eb.internal_fj, "leakage_nw": eb.leakage_nw})
     meta: dict[str, Any] = {
-        **spec.to_dict(), "library": str(library), "v0": law.v0, "voltage_law": law.name,
-        "leakage_w": leakage_w(net, lib), "delay_model": model.name, "gates": len(net.gates),
+        **spec.to_dict(), "library": str(library), "v0": eb.voltage, "voltage_source": eb.voltage_source,
+        "voltage_law": law.name, "leakage_w": float(eb.leakage_nw.mean()) * 1e-9,
+        "energy_model": "switching + Liberty internal power" if power is not None else "switching (built-in caps)", "delay_model": model.name, "gates": len(net.gates),
         "netlist_sha256": net.meta.get("netlist_sha256"), "netlist_source": net.meta.get("source"),
         "liberty_sha256": sha256_file(cfg.liberty) if cfg.liberty else None,
         "n_activations": int(acts.size), "n_psums": int(psums.size), "n_energy_vectors": cfg.n_energy,

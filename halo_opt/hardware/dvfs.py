@@ -119,6 +119,19 @@ def load_voltage_law(name: str = "generic", path: str | Path | None = None) -> A
         raise UserError(f"voltage law {name!r} in {path} lacks {e.args[0]!r}; give v0, vt and alpha") from None
 
 
+def voltage_law_for(v0: float, preferred: str = "generic", path: str | Path | None = None) -> AlphaPowerLaw:
+    """The voltage law for a MAC whose nominal supply is ``v0`` volts: ``preferred`` if its
+    ``v0`` matches, else the first law in the table that does (UserError if none)."""
+    law = load_voltage_law(preferred, path)
+    if abs(law.v0 - v0) < 1e-9:
+        return law
+    path = Path(path) if path else data_dir() / "voltage_laws.toml"
+    match = [n for n, p in read_toml(path, "voltage-law table").items() if abs(float(p.get("v0", -1)) - v0) < 1e-9]
+    if not match:
+        raise UserError(f"no voltage law in {path} has v0 = {v0:g} V (the Liberty library's supply); add one or pass --voltage-law with that v0")
+    return load_voltage_law(match[0], path)
+
+
 def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw) -> DvfsTable:
     """Load a DVFS table (``data/dvfs/<name>.toml`` or a path) anchored at the MAC's full-grid delay.
 

@@ -11,6 +11,16 @@ column             unit   meaning
 ``energy_fj``       fJ    dynamic energy per MAC operation at ``meta['v0']`` with ``w`` held
 =================  =====  =====================================================================
 
+Optional breakdown columns (profiles characterized with a Liberty library; absent in older
+profiles and user tables, which stay loadable):
+
+=======================  =====  ===============================================================
+``energy_switch_fj``      fJ    net switching ½·C·V² per MAC (part of ``energy_fj``)
+``energy_internal_fj``    fJ    Liberty ``internal_power`` per MAC (the rest of ``energy_fj``)
+``leakage_nw``            nW    mean state-dependent leakage power with ``w`` held (not in
+                                ``energy_fj``; at clock period T ns it adds ``leakage_nw·T`` fJ)
+=======================  =====  ===============================================================
+
 Profiles round-trip through CSV or Parquet plus a JSON sidecar for ``meta``, so users can bring
 tables from their own EDA flow (only ``code`` and one delay column are required; missing
 columns are filled from the others and the fill is recorded in ``meta['filled']``).
@@ -29,6 +39,7 @@ from ..artifacts import atomic_path, read_json, sha256_json, write_json
 from ..errors import UserError
 
 COLUMNS = ("code", "delay_static_ps", "delay_float_ps", "energy_fj")
+OPTIONAL_COLUMNS = ("energy_switch_fj", "energy_internal_fj", "leakage_nw")
 TIMING_MODES = {"static": "delay_static_ps", "float": "delay_float_ps"}
 
 
@@ -126,12 +137,15 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
         filled.append("energy_fj")
     if filled:
         meta.setdefault("filled", filled)
-    df = df[list(COLUMNS)].sort_values("code", kind="stable").reset_index(drop=True)
+    extra = [c for c in OPTIONAL_COLUMNS if c in df.columns]
+    df = df[list(COLUMNS) + extra].sort_values("code", kind="stable").reset_index(drop=True)
     if df["code"].duplicated().any():
         raise UserError(f"MAC profile lists code {int(df['code'][df['code'].duplicated()].iloc[0])} twice; keep one row per code")
     num = df[list(COLUMNS[1:])].to_numpy(np.float64)
     if not np.isfinite(num).all() or (num < 0).any():
         raise UserError("MAC profile has negative, NaN or infinite delay/energy values; fix the table")
+    if extra and not np.isfinite(df[extra].to_numpy(np.float64)).all():
+        raise UserError(f"MAC profile has NaN or infinite values in {', '.join(extra)}; fix the table")
     if (df["delay_float_ps"] > df["delay_static_ps"] * (1 + 1e-9)).any():
         bad = int(df["code"][df["delay_float_ps"] > df["delay_static_ps"] * (1 + 1e-9)].iloc[0])
         raise UserError(f"MAC profile: floating-mode delay exceeds the static bound at code {bad}; the static delay must be a safe bound")
