@@ -232,12 +232,18 @@ def test_disk_cache_roundtrip_and_corruption(tmp_path, monkeypatch):
     (tmp_path / "m.lib").write_text(MINI)
     L._read_cached.cache_clear()
     first = read_liberty(tmp_path / "m.lib")
-    pk = list((tmp_path / "cache" / "liberty").glob("*.pkl"))
-    assert len(pk) == 1
+    pk = list((tmp_path / "cache" / "liberty").glob("*.json.gz"))
+    assert len(pk) == 1 and not list((tmp_path / "cache" / "liberty").glob("*.pkl"))
     L._read_cached.cache_clear()
-    second = read_liberty(tmp_path / "m.lib")  # from the pickle
-    assert second is not first and second.cells.keys() == first.cells.keys()
-    np.testing.assert_array_equal(second.cell("NAND2").arcs["Y"][0].cell_rise.values, first.cell("NAND2").arcs["Y"][0].cell_rise.values)
+    second = read_liberty(tmp_path / "m.lib")  # from the JSON cache
+    assert second is not first and L._encode(second) == L._encode(first)  # every field round-trips
+    a1, a2 = first.cell("NAND2").arcs["Y"][0], second.cell("NAND2").arcs["Y"][0]
+    np.testing.assert_array_equal(a2.cell_rise.values, a1.cell_rise.values)
+    assert a2.cell_rise.values.dtype == np.float64 and isinstance(a2, L.Arc)
+    # a cache entry naming a type outside the Liberty model is rejected (parsed again), never run
+    pk[0].write_bytes(gzip.compress(b'{"__t": "Path", "args": ["/etc"]}'))
+    L._read_cached.cache_clear()
+    assert read_liberty(tmp_path / "m.lib").cell("NAND2").area == 2.5
     pk[0].write_bytes(b"garbage")
     L._read_cached.cache_clear()
     third = read_liberty(tmp_path / "m.lib")  # corrupt entry: parsed again and rewritten

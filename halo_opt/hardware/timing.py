@@ -229,7 +229,7 @@ class StaticTiming:
     slew_ps: np.ndarray
 
 
-def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exact") -> StaticTiming:
+def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "kleene") -> StaticTiming:
     """Static case-analysis timing of every code at once (see module docstring).
 
     ``logic``: how constants and arc senses are derived from the cell functions: ``"exact"``
@@ -279,13 +279,16 @@ def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exac
         sense = np.where(live[:, None], kern.sense[key], 0)
         a_out, s_out = arr[g.output], slew[g.output]
         for i, n in enumerate(g.inputs):
-            for arc in arcs[gi][i]:
-                s = sense[:, i] & _SENSE_MASK[arc.sense]
-                # OpenSTA merges the output slew over every arc of a live edge (sense != none),
-                # the arrival only over the edge pairs the case-analysis sense allows
-                s_slew = np.where(sense[:, i] != 0, _SENSE_MASK[arc.sense], 0)
+            pin_arcs = arcs[gi][i]
+            enabled = _arcs_enabled(pin_arcs, cell.inputs, key, logic)
+            for arc, en in zip(pin_arcs, enabled):
+                # OpenSTA merges the output slew over every arc of an enabled timing group of a
+                # live input (sense != none), the arrival only over the edge pairs the
+                # case-analysis sense allows
+                s_slew = np.where((sense[:, i] != 0) & en, _SENSE_MASK[arc.sense], 0)
                 if not s_slew.any():
                     continue
+                s = sense[:, i] & s_slew
                 for e_out in (0, 1):
                     for e_in in (0, 1):
                         pair = 1 if e_in == e_out else 2
@@ -303,7 +306,21 @@ def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exac
     return StaticTiming(codes, np.where(np.isfinite(delay), delay, 0.0), const, keys, arc_ps, arr, slew)
 
 
-def static_delays(netlist: Netlist, model: DelayModel, codes, logic: str = "exact") -> np.ndarray:
+def _arcs_enabled(pin_arcs, pins: tuple[str, ...], key: np.ndarray, logic: str) -> list[np.ndarray | bool]:
+    """Per arc of one input pin, ``[n_codes]`` bool: not disabled by its ``when`` condition.
+
+    OpenSTA's rule (``Sim::isCondDisabled``): an arc whose ``when`` evaluates to 0 under the
+    constants ``key`` is disabled; an unconditional arc is disabled where a conditional arc of
+    the same pin pair evaluates to 1; anything else (condition unknown) stays enabled. Values
+    come from the same ``logic`` as the case analysis.
+    """
+    vals = [cell_kernel(a.when, pins, logic).out[key] if getattr(a, "when", None) else None for a in pin_arcs]
+    conds = [v for v in vals if v is not None]
+    one = np.logical_or.reduce([v == 1 for v in conds]) if conds else False
+    return [(v != 0) if v is not None else ~one if conds else True for v in vals]
+
+
+def static_delays(netlist: Netlist, model: DelayModel, codes, logic: str = "kleene") -> np.ndarray:
     """``[n_codes]`` static case-analysis delay (ps) of each weight code (``logic``: see
     :func:`static_timing`)."""
     return static_timing(netlist, model, codes, logic).delay_ps
