@@ -22,7 +22,7 @@ from .codebooks import Codebook, build_codebooks, save_codebooks
 from .delay import BuiltinDelay, LibertyDelay
 from .dvfs import load_voltage_law
 from .energy import draw_activations, leakage_w, mac_energy, net_caps_ff
-from .liberty import read_liberty
+from .liberty import liberty_paths, read_liberty
 from .netlist import Netlist
 from .profile import MacProfile
 from .timing import floating_delays, static_timing
@@ -41,7 +41,7 @@ class CharacterizeConfig:
     """
 
     spec: MacSpec = field(default_factory=MacSpec)
-    liberty: Path | None = None
+    liberty: Path | list[Path] | None = None  # one Liberty file or several (merged)
     netlist: Path | None = None
     n_psums: int = 64
     n_energy: int = 4096
@@ -79,7 +79,7 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     t0 = time.perf_counter()
     net = load_netlist(cfg)
     lib = read_liberty(cfg.liberty) if cfg.liberty is not None else None
-    library = net.meta.get("library") or (Path(cfg.liberty).name if cfg.liberty else "yosys-builtin")
+    library = net.meta.get("library") or ("+".join(p.name for p in liberty_paths(cfg.liberty)) if cfg.liberty else "yosys-builtin")
     law = load_voltage_law(cfg.law_name(str(library)))
     model = LibertyDelay(lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout) if lib is not None else BuiltinDelay()
     spec = cfg.spec
@@ -103,12 +103,12 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     import pandas as pd
 
     table = pd.DataFrame({"code": codes, "delay_static_ps": st.delay_ps,
-                          "delay_float_ps": np.minimum(floating, st.delay_ps), "energy_fj": energy})
+                          "delay_float_ps": floating, "energy_fj": energy})
     meta: dict[str, Any] = {
         **spec.to_dict(), "library": str(library), "v0": law.v0, "voltage_law": law.name,
         "leakage_w": leakage_w(net, lib), "delay_model": model.name, "gates": len(net.gates),
         "netlist_sha256": net.meta.get("netlist_sha256"), "netlist_source": net.meta.get("source"),
-        "liberty_sha256": sha256_file(cfg.liberty) if cfg.liberty else None,
+        "liberty_sha256": ([sha256_file(p) for p in liberty_paths(cfg.liberty)] if isinstance(cfg.liberty, (list, tuple)) else sha256_file(cfg.liberty)) if cfg.liberty else None,
         "n_activations": int(acts.size), "n_psums": int(psums.size), "n_energy_vectors": cfg.n_energy,
         "activation_stream": "histogram" if cfg.act_hist is not None else "uniform", "seed": cfg.seed,
         "timing_for_codebooks": cfg.timing,

@@ -278,19 +278,33 @@ class Liberty:
             raise UserError(f"cell {name!r} is not in Liberty library {self.name} ({self.path}); map the netlist with this library")
         return self.cells[name]
 
-    def logic_cells(self) -> dict[str, Cell]:
+    def logic_cells(self) -> "LogicCells":
         """Single-output combinational cells (no sequential, multi-output, tri-state or dont_use
-        cell, and the function uses only the cell's input pins)."""
-        out: dict[str, Cell] = {}
+        cell, and the function uses only the cell's input pins); ``.excluded`` names why each
+        other cell is left out (netlist readers quote it)."""
+        out = LogicCells()
         for c in self.cells.values():
             outs = c.outputs
-            if c.sequential or c.dont_use or c.three_state or len(outs) != 1:
+            why = ("sequential (ff/latch/statetable)" if c.sequential else "dont_use" if c.dont_use
+                   else "three-state" if c.three_state else f"{len(outs)}-output ({', '.join(outs)})" if len(outs) != 1 else None)
+            fn = c.pins[outs[0]].function if len(outs) == 1 else None
+            if why is None and fn is None:
+                why = "function-less (no readable output function)"
+            elif why is None and not set(re.findall(r"[A-Za-z_][A-Za-z0-9_\[\]\.]*", fn)) <= set(c.inputs):
+                why = "internal-state (function over non-input pins)"
+            if why is not None:
+                out.excluded[c.name] = why
                 continue
-            fn = c.pins[outs[0]].function
-            if fn is None or not set(re.findall(r"[A-Za-z_][A-Za-z0-9_\[\]\.]*", fn)) <= set(c.inputs):
-                continue  # no function, or one over internal state / undeclared pins
             out[c.name] = Cell(c.name, c.inputs, outs[0], fn)
         return out
+
+
+class LogicCells(dict):
+    """``{name: Cell}`` of the timeable cells, with ``excluded``: ``{name: reason}`` of the rest."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.excluded: dict[str, str] = {}
 
 
 def _function_or_none(fn: str | None) -> str | None:
