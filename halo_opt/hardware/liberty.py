@@ -12,6 +12,13 @@ interprets it into a :class:`Liberty` with values converted to **ps, fF and W**:
   group are stored with axis 1 = input slew (ps), axis 2 = output load (fF), transposed if the
   ``lu_table_template`` orders the variables the other way; missing ``index_*`` come from the
   template.
+* A ``timing`` group's ``when`` condition is converted like a function and kept on its
+  :class:`Arc` (the timing pass enables or disables the arc per weight code); ``sdf_cond`` is
+  ignored, as OpenSTA ignores it for timing. A condition this reader cannot convert, or a
+  ``mode``, only raises UserError when a netlist uses that cell.
+* :func:`read_liberty` takes one file or a list (a library shipped in several files, e.g.
+  ASAP7's four), each scaled by its own header units, merged into one :class:`Liberty`.
+* A simple attribute may end at the line end without ``;`` (ASAP7 writes ``area : 0.26244``).
 * A pin ``function`` is converted to a Python bitwise expression (``!x``/``x'`` -> ``~``,
   ``*``/``&``/juxtaposition -> ``&``, ``+``/``|`` -> ``|``, ``^`` -> ``^``), with OpenSTA's
   precedence (NOT > XOR > AND > OR), fully parenthesised.
