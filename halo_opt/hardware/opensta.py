@@ -1,7 +1,7 @@
 """OpenSTA reference for static, weight-conditioned timing (``set_case_analysis``).
 
 :func:`opensta_static_delays` runs ``sta`` once on a structural Verilog netlist mapped to a
-Liberty library: ``read_liberty``, ``read_verilog``, ``link_design``, ``set_load 0`` on every
+Liberty library (one or several files): ``read_liberty`` per file, ``read_verilog``, ``link_design``, ``set_load 0`` on every
 net, then per case ``set_case_analysis 0|1`` on each given pin and
 ``find_timing_paths -unconstrained -path_delay max`` (the worst arrival at any endpoint;
 primary inputs arrive at 0 with 0 slew, outputs have no external load).
