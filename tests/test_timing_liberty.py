@@ -132,6 +132,47 @@ def test_logic_cells_skips_sequential_multioutput_dont_use(mini):
     assert cells["NAND2"].function == "~((A & B))"
     assert set(mini.cells) == {"NAND2", "DFF", "HALF", "OLD", "WEIRD", "INTERNAL"}
     assert mini.cell("WEIRD").pins["Y"].function is None  # unparseable function: cell not usable
+    assert cells.excluded == {"DFF": "sequential (ff/latch/statetable)", "HALF": "2-output (S, C)", "OLD": "dont_use",
+                              "WEIRD": "function-less (no readable output function)",
+                              "INTERNAL": "internal-state (function over non-input pins)"}
+
+
+def test_netlist_with_an_untimeable_cell_names_why(mini):
+    from halo_opt.hardware.yosys_json import parse_yosys_json
+
+    bits = {"a": [2], "w": [3], "p": [4], "y": [5]}
+    ports = {k: {"direction": "output" if k == "y" else "input", "bits": v} for k, v in bits.items()}
+    data = {"modules": {"mac": {"ports": ports, "cells": {"u": {"type": "DFF", "connections": {"D": [2], "CK": [3], "Q": [5]}}}}}}
+    with pytest.raises(UserError, match=r"cell u of .* has type DFF, a sequential \(ff/latch/statetable\) cell of the Liberty library mini; halo-opt times single-output combinational cells only"):
+        parse_yosys_json(data, cells=mini.logic_cells(), library="mini")
+
+
+def test_several_files_merge_with_own_units_and_reject_duplicates(tmp_path):
+    (tmp_path / "ps_ff.lib").write_text(MINI)  # 1ps, 1ff
+    ns_pf = MINI.replace('"1ps"', '"1ns"').replace("(1, ff)", "(1, pf)").replace("library (mini)", "library (big)")
+    for c in ("NAND2", "DFF", "HALF", "INTERNAL", "WEIRD", "OLD"):
+        ns_pf = ns_pf.replace(f"cell ({c})", f"cell ({c}_B)")
+    (tmp_path / "ns_pf.lib").write_text(ns_pf)
+    one, two = read_liberty(tmp_path / "ps_ff.lib"), read_liberty(tmp_path / "ns_pf.lib")
+    both = read_liberty([tmp_path / "ps_ff.lib", tmp_path / "ns_pf.lib"])
+    assert both.name == "mini+big" and set(both.cells) == set(one.cells) | set(two.cells)
+    a, b = both.cell("NAND2").arcs["Y"][0], both.cell("NAND2_B").arcs["Y"][0]
+    np.testing.assert_allclose(b.cell_rise.values, a.cell_rise.values * 1000)  # ns -> ps
+    np.testing.assert_allclose(b.cell_rise.index_2, a.cell_rise.index_2 * 1000)  # pF -> fF
+    assert both.cell("NAND2_B").pins["A"].cap_ff == pytest.approx(1500.0)
+    assert set(both.logic_cells()) == {"NAND2", "NAND2_B"}
+    assert read_liberty([tmp_path / "ps_ff.lib", tmp_path / "ps_ff.lib"]) is one  # the same file twice: once
+    (tmp_path / "dup.lib").write_text(MINI.replace("library (mini)", "library (dup)"))
+    with pytest.raises(UserError, match=r"Liberty cell \w+ is defined in both .*ps_ff.lib and .*dup.lib"):
+        read_liberty([tmp_path / "ps_ff.lib", tmp_path / "dup.lib"])
+    with pytest.raises(UserError, match="no Liberty file given"):
+        read_liberty([])
+
+
+def test_simple_attribute_may_end_at_the_line_end():
+    g = parse_liberty('library (x) {\n  a : 1\n  b : "q r"\n cell (Y) {\narea : 0.26244\n  pin (A) { direction : input; }\n }\n}\n')
+    assert g.attrs == {"a": "1", "b": "q r"} and g.groups[0].attrs == {"area": "0.26244"}  # ASAP7 style
+    assert g.groups[0].groups[0].attrs == {"direction": "input"}
 
 
 def test_errors_are_user_errors(tmp_path, mini):
@@ -232,12 +273,18 @@ def test_disk_cache_roundtrip_and_corruption(tmp_path, monkeypatch):
     (tmp_path / "m.lib").write_text(MINI)
     L._read_cached.cache_clear()
     first = read_liberty(tmp_path / "m.lib")
-    pk = list((tmp_path / "cache" / "liberty").glob("*.pkl"))
-    assert len(pk) == 1
+    pk = list((tmp_path / "cache" / "liberty").glob("*.json.gz"))
+    assert len(pk) == 1 and not list((tmp_path / "cache" / "liberty").glob("*.pkl"))
     L._read_cached.cache_clear()
-    second = read_liberty(tmp_path / "m.lib")  # from the pickle
-    assert second is not first and second.cells.keys() == first.cells.keys()
-    np.testing.assert_array_equal(second.cell("NAND2").arcs["Y"][0].cell_rise.values, first.cell("NAND2").arcs["Y"][0].cell_rise.values)
+    second = read_liberty(tmp_path / "m.lib")  # from the JSON cache
+    assert second is not first and L._encode(second) == L._encode(first)  # every field round-trips
+    a1, a2 = first.cell("NAND2").arcs["Y"][0], second.cell("NAND2").arcs["Y"][0]
+    np.testing.assert_array_equal(a2.cell_rise.values, a1.cell_rise.values)
+    assert a2.cell_rise.values.dtype == np.float64 and isinstance(a2, L.Arc)
+    # a cache entry naming a type outside the Liberty model is rejected (parsed again), never run
+    pk[0].write_bytes(gzip.compress(b'{"__t": "Path", "args": ["/etc"]}'))
+    L._read_cached.cache_clear()
+    assert read_liberty(tmp_path / "m.lib").cell("NAND2").area == 2.5
     pk[0].write_bytes(b"garbage")
     L._read_cached.cache_clear()
     third = read_liberty(tmp_path / "m.lib")  # corrupt entry: parsed again and rewritten

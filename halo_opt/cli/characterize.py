@@ -17,7 +17,7 @@ def characterize(
     signed: bool = typer.Option(True, "--signed/--unsigned", help="two's complement operands"),
     acc: int = typer.Option(24, help="accumulator (partial sum) width in bits"),
     arch: str = typer.Option("array", help="multiplier architecture: array (Yosys default) or booth"),
-    liberty: Optional[Path] = typer.Option(None, help="Liberty file (.lib or .lib.gz) to map to and time with NLDM; default: built-in gate delays"),
+    liberty: Optional[list[Path]] = typer.Option(None, help="Liberty file (.lib or .lib.gz) to map to and time with NLDM, repeatable for a library in several files (ASAP7); default: built-in gate delays"),
     netlist: Optional[Path] = typer.Option(None, help="your own netlist instead of synthesis: Yosys JSON, or structural Verilog (+ --liberty)"),
     psums: int = typer.Option(64, help="sampled partial sums for floating-mode timing"),
     energy_vectors: int = typer.Option(4096, help="length of the random activation stream for toggle energy"),
@@ -35,6 +35,7 @@ def characterize(
     from ..hardware.characterize import CharacterizeConfig, characterize as run, write_characterization
     from ..hardware.verilog import MacSpec
 
+    liberty = (liberty[0] if len(liberty) == 1 else list(liberty)) if liberty else None
     cfg = CharacterizeConfig(MacSpec(wbits, abits, signed, acc, arch), liberty, netlist, psums, energy_vectors,
                              timing=timing, seed=seed, threads=workers)
     if timing not in ("static", "float"):
@@ -42,7 +43,7 @@ def characterize(
 
         raise UserError(f"--timing {timing!r} is not one of static, float")
     console = Console(stderr=True)
-    with console.status(f"characterizing {cfg.spec.name} ({'Liberty ' + liberty.name if liberty else 'built-in delays'})"):
+    with console.status(f"characterizing {cfg.spec.name} ({'Liberty ' + ', '.join(p.name for p in ([liberty] if isinstance(liberty, Path) else liberty)) if liberty else 'built-in delays'})"):
         profile, books, _ = run(cfg, progress=False)
     write_characterization(out, profile, books, title=f"{cfg.spec.name} — {profile.meta['library']}")
     print_summary(profile, books, console)

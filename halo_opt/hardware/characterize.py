@@ -22,7 +22,7 @@ from .codebooks import Codebook, build_codebooks, save_codebooks
 from .delay import BuiltinDelay, LibertyDelay
 from .dvfs import load_voltage_law, voltage_law_for
 from .energy import draw_activations, mac_energy_breakdown, net_caps_ff
-from .liberty import read_liberty
+from .liberty import liberty_paths, read_liberty
 from .liberty_power import read_liberty_power
 from .netlist import Netlist
 from .profile import MacProfile
@@ -42,7 +42,7 @@ class CharacterizeConfig:
     """
 
     spec: MacSpec = field(default_factory=MacSpec)
-    liberty: Path | None = None
+    liberty: Path | list[Path] | None = None  # one Liberty file or several (merged)
     netlist: Path | None = None
     n_psums: int = 64
     n_energy: int = 4096
@@ -80,7 +80,7 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     t0 = time.perf_counter()
     net = load_netlist(cfg)
     lib = read_liberty(cfg.liberty) if cfg.liberty is not None else None
-    library = net.meta.get("library") or (Path(cfg.liberty).name if cfg.liberty else "yosys-builtin")
+    library = net.meta.get("library") or ("+".join(p.name for p in liberty_paths(cfg.liberty)) if cfg.liberty else "yosys-builtin")
     power = read_liberty_power(cfg.liberty) if cfg.liberty is not None else None
     law = load_voltage_law(cfg.law_name(str(library)))
     if power is not None and power.voltage and abs(power.voltage - law.v0) > 1e-9:
@@ -109,14 +109,14 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     import pandas as pd
 
     table = pd.DataFrame({"code": codes, "delay_static_ps": st.delay_ps,
-                          "delay_float_ps": np.minimum(floating, st.delay_ps), "energy_fj": eb.total_fj,
+                          "delay_float_ps": floating, "energy_fj": eb.total_fj,
                           "energy_switch_fj": eb.switch_fj, "energy_internal_fj": eb.internal_fj, "leakage_nw": eb.leakage_nw})
     meta: dict[str, Any] = {
         **spec.to_dict(), "library": str(library), "v0": eb.voltage, "voltage_source": eb.voltage_source,
         "voltage_law": law.name, "leakage_w": float(eb.leakage_nw.mean()) * 1e-9,
         "energy_model": "switching + Liberty internal power" if power is not None else "switching (built-in caps)", "delay_model": model.name, "gates": len(net.gates),
         "netlist_sha256": net.meta.get("netlist_sha256"), "netlist_source": net.meta.get("source"),
-        "liberty_sha256": sha256_file(cfg.liberty) if cfg.liberty else None,
+        "liberty_sha256": ([sha256_file(p) for p in liberty_paths(cfg.liberty)] if isinstance(cfg.liberty, (list, tuple)) else sha256_file(cfg.liberty)) if cfg.liberty else None,
         "n_activations": int(acts.size), "n_psums": int(psums.size), "n_energy_vectors": cfg.n_energy,
         "activation_stream": "histogram" if cfg.act_hist is not None else "uniform", "seed": cfg.seed,
         "timing_for_codebooks": cfg.timing,

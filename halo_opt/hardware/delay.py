@@ -41,16 +41,20 @@ inverter (the accumulator register's input) per primary output bit.
 linear extrapolation outside the table (the method OpenSTA uses). The load of a net for an
 output edge is the sum of the fanout pins' ``rise_capacitance`` / ``fall_capacitance``
 plus ``wire_ff_per_fanout`` per fanout pin plus ``output_load_ff`` per primary-output bit.
-``timing`` groups of one pin pair with different ``timing_sense`` (sky130's ``xnor2`` has a
-positive- and a negative-unate group per input) stay separate arcs, each for its own edge
-pairs; groups of the same sense (``when`` variants) merge by the worst delay and slew, as in
-OpenSTA without SDF conditions. OpenSTA agreement
+``timing`` groups of one pin pair stay separate arcs, each with its ``timing_sense`` (which
+edge pairs it times) and its ``when`` condition; groups with the same sense and the same
+``when`` merge by the worst delay and slew. Under case analysis
+:func:`~halo_opt.hardware.timing.static_timing` disables an arc whose ``when`` is constant 0
+and an unconditional (default) arc of a pin pair one of whose conditional arcs is constant 1,
+as OpenSTA does (``sdf_cond`` only names the SDF condition; OpenSTA ignores it for timing, and
+so does this model). OpenSTA agreement
 needs ``input_slew_ps = 0``, ``output_load_ff = 0`` and ``wire_ff_per_fanout = 0`` with
 OpenSTA's wire load switched off (``set_load 0`` on every net, see :mod:`.opensta`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction as F
 from typing import Callable, Protocol
@@ -66,10 +70,13 @@ ArcFn = Callable[[bool, np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 @dataclass(frozen=True)
 class ArcDelay:
-    """Delay of one input pin -> output arc: ``fn(out_rise, in_slew_ps) -> (delay_ps, out_slew_ps)``."""
+    """Delay of one input pin -> output arc: ``fn(out_rise, in_slew_ps) -> (delay_ps, out_slew_ps)``;
+    ``when``: the arc's Liberty ``when`` condition as a Python expression over the cell's input
+    pins (None: unconditional)."""
 
     sense: str
     fn: ArcFn
+    when: str | None = None
 
     def __call__(self, out_rise: bool, in_slew_ps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.fn(out_rise, in_slew_ps)
@@ -219,13 +226,28 @@ class LibertyDelay:
                     for k in ("cell_rise", "cell_fall", "rise_transition", "fall_transition"):
                         if getattr(a, k) is None:
                             raise UserError(f"Liberty cell {g.cell} arc {pin}->{cell.output} has no {k} table; use a library with NLDM tables")
-                # one ArcDelay per distinct sense; same-sense groups (``when`` variants) merge by max
-                for sense in sorted({a.timing_sense for a in la}):
-                    grp = [a for a in la if a.timing_sense == sense]
-                    arcs_pin.append(ArcDelay(sense, _nldm_arc(grp, float(load[g.output, 0]), float(load[g.output, 1]))))
+                # one ArcDelay per distinct (sense, when); groups that share both merge by max
+                for sense, when in dict.fromkeys((a.timing_sense, _when(a, g.cell, pin, cell)) for a in la):
+                    grp = [a for a in la if a.timing_sense == sense and _when(a, g.cell, pin, cell) == when]
+                    arcs_pin.append(ArcDelay(sense, _nldm_arc(grp, float(load[g.output, 0]), float(load[g.output, 1])), when))
                 arcs.append(arcs_pin)
             out.append(arcs)
         return out
+
+
+def _when(a, cell_name: str, pin: str, cell) -> str | None:
+    """The arc's ``when`` as a Python expression over ``cell``'s inputs; UserError for a
+    condition this reader cannot use (unparsed syntax, other pins, ``mode``)."""
+    where = f"Liberty cell {cell_name} timing arc {pin} -> {cell.output}"
+    if a.mode:
+        raise UserError(f"{where} has a mode ({a.mode}), which halo-opt does not model; map the netlist without this cell (dont_use)")
+    if a.when_raw is not None and a.when is None:
+        raise UserError(f"{where}: cannot read its when condition {a.when_raw!r}; fix the condition or map without this cell (dont_use)")
+    if a.when is not None:
+        names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_\[\]\.]*", a.when))
+        if not names <= set(cell.inputs):
+            raise UserError(f"{where}: its when condition {a.when_raw!r} uses {', '.join(sorted(names - set(cell.inputs)))}, not an input pin; fix the condition or map without this cell")
+    return a.when
 
 
 def _nldm_arc(arcs, load_fall: float, load_rise: float) -> ArcFn:

@@ -12,6 +12,13 @@ interprets it into a :class:`Liberty` with values converted to **ps, fF and W**:
   group are stored with axis 1 = input slew (ps), axis 2 = output load (fF), transposed if the
   ``lu_table_template`` orders the variables the other way; missing ``index_*`` come from the
   template.
+* A ``timing`` group's ``when`` condition is converted like a function and kept on its
+  :class:`Arc` (the timing pass enables or disables the arc per weight code); ``sdf_cond`` is
+  ignored, as OpenSTA ignores it for timing. A condition this reader cannot convert, or a
+  ``mode``, only raises UserError when a netlist uses that cell.
+* :func:`read_liberty` takes one file or a list (a library shipped in several files, e.g.
+  ASAP7's four), each scaled by its own header units, merged into one :class:`Liberty`.
+* A simple attribute may end at the line end without ``;`` (ASAP7 writes ``area : 0.26244``).
 * A pin ``function`` is converted to a Python bitwise expression (``!x``/``x'`` -> ``~``,
   ``*``/``&``/juxtaposition -> ``&``, ``+``/``|`` -> ``|``, ``^`` -> ``^``), with OpenSTA's
   precedence (NOT > XOR > AND > OR), fully parenthesised.
@@ -20,7 +27,7 @@ interprets it into a :class:`Liberty` with values converted to **ps, fF and W**:
 from __future__ import annotations
 
 import gzip
-import pickle
+import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -56,9 +63,14 @@ def _unquote(tok: str) -> str:
     return tok[1:-1] if tok.startswith('"') else tok
 
 
+_BARE_ATTR = re.compile(r'^([ \t]*[A-Za-z_][\w.]*[ \t]*:[ \t]*(?:"[^"\n]*"|[^\s;{}"]+))[ \t]*\r?$', re.M)
+
+
 def parse_liberty(text: str) -> Group:
     """Parse Liberty source text into its top-level group (normally ``library``)."""
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S).replace("\\\n", " ").replace("\\\r\n", " ")
+    # a simple attribute may end at the line end without ';' (ASAP7: "area : 0.26244"): add it
+    text = _BARE_ATTR.sub(r"\1;", text)
     toks = _TOKEN.findall(text)
     root = Group("<root>", [])
     stack = [root]
@@ -202,7 +214,13 @@ class Table:
 
 @dataclass(frozen=True)
 class Arc:
-    """Combinational timing arc ``related_pin -> output`` (one Liberty ``timing`` group)."""
+    """Combinational timing arc ``related_pin -> output`` (one Liberty ``timing`` group).
+
+    ``when``: the group's ``when`` condition as a Python expression over the cell's pins (None
+    if the group has none); ``when_raw``: the Liberty text (kept when it cannot be converted,
+    then ``when`` is None and using the arc raises UserError); ``mode``: the group's ``mode``
+    attribute (unsupported: using such an arc raises UserError).
+    """
 
     related_pin: str
     timing_sense: str  # positive_unate | negative_unate | non_unate
@@ -210,6 +228,9 @@ class Arc:
     cell_fall: Table | None
     rise_transition: Table | None
     fall_transition: Table | None
+    when: str | None = None
+    when_raw: str | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,19 +285,33 @@ class Liberty:
             raise UserError(f"cell {name!r} is not in Liberty library {self.name} ({self.path}); map the netlist with this library")
         return self.cells[name]
 
-    def logic_cells(self) -> dict[str, Cell]:
+    def logic_cells(self) -> "LogicCells":
         """Single-output combinational cells (no sequential, multi-output, tri-state or dont_use
-        cell, and the function uses only the cell's input pins)."""
-        out: dict[str, Cell] = {}
+        cell, and the function uses only the cell's input pins); ``.excluded`` names why each
+        other cell is left out (netlist readers quote it)."""
+        out = LogicCells()
         for c in self.cells.values():
             outs = c.outputs
-            if c.sequential or c.dont_use or c.three_state or len(outs) != 1:
+            why = ("sequential (ff/latch/statetable)" if c.sequential else "dont_use" if c.dont_use
+                   else "three-state" if c.three_state else f"{len(outs)}-output ({', '.join(outs)})" if len(outs) != 1 else None)
+            fn = c.pins[outs[0]].function if len(outs) == 1 else None
+            if why is None and fn is None:
+                why = "function-less (no readable output function)"
+            elif why is None and not set(re.findall(r"[A-Za-z_][A-Za-z0-9_\[\]\.]*", fn)) <= set(c.inputs):
+                why = "internal-state (function over non-input pins)"
+            if why is not None:
+                out.excluded[c.name] = why
                 continue
-            fn = c.pins[outs[0]].function
-            if fn is None or not set(re.findall(r"[A-Za-z_][A-Za-z0-9_\[\]\.]*", fn)) <= set(c.inputs):
-                continue  # no function, or one over internal state / undeclared pins
             out[c.name] = Cell(c.name, c.inputs, outs[0], fn)
         return out
+
+
+class LogicCells(dict):
+    """``{name: Cell}`` of the timeable cells, with ``excluded``: ``{name: reason}`` of the rest."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.excluded: dict[str, str] = {}
 
 
 def _function_or_none(fn: str | None) -> str | None:
@@ -373,8 +408,11 @@ def _interpret(lib: Group, path: str) -> Liberty:
                 for k in ("cell_rise", "cell_fall", "rise_transition", "fall_transition"):
                     sub = tg.sub(k)
                     tabs[k] = _table(sub[0], templates, t_scale, c_scale, where) if sub else None
+                when_raw = tg.attrs.get("when")
+                mode = " ".join(",".join(m) for m in tg.complex.get("mode", [])) or tg.attrs.get("mode")
                 for rp in tg.attrs.get("related_pin", "").split():
-                    arcs.setdefault(pn, []).append(Arc(rp, tg.attrs.get("timing_sense", "non_unate"), **tabs))
+                    arcs.setdefault(pn, []).append(Arc(rp, tg.attrs.get("timing_sense", "non_unate"), **tabs,
+                                                       when=_function_or_none(when_raw), when_raw=when_raw, mode=mode))
         cells[name] = LibCell(
             name=name,
             area=float(cg.attrs.get("area", 0.0)),
@@ -388,10 +426,40 @@ def _interpret(lib: Group, path: str) -> Liberty:
     return Liberty(lib.args[0] if lib.args else Path(path).stem, str(path), cells, voltage)
 
 
-PARSER_VERSION = 1  # bump when the parsed model changes: invalidates the on-disk cache
+PARSER_VERSION = 2  # bump when the parsed model changes: invalidates the on-disk cache
 
 
-@lru_cache(maxsize=4)
+# The on-disk cache is JSON: dataclasses of this module become {"__t": name, **fields},
+# arrays {"__a": values, "dtype": ...}; loading constructs only the dataclasses defined here,
+# from plain data, so a cache file can never run code (unlike pickle).
+def _encode(o):
+    if isinstance(o, np.ndarray):
+        return {"__a": o.tolist(), "dtype": str(o.dtype)}
+    if hasattr(o, "__dataclass_fields__"):
+        return {"__t": type(o).__name__, **{k: _encode(getattr(o, k)) for k in o.__dataclass_fields__}}
+    if isinstance(o, dict):
+        return {"__d": [[k, _encode(v)] for k, v in o.items()]}
+    if isinstance(o, (list, tuple)):
+        return [_encode(v) for v in o]
+    return o
+
+
+def _decode(o):
+    if isinstance(o, list):
+        return [_decode(v) for v in o]
+    if not isinstance(o, dict):
+        return o
+    if "__a" in o:
+        return np.array(o["__a"], dtype=np.dtype(o["dtype"]))
+    if "__d" in o:
+        return {k: _decode(v) for k, v in o["__d"]}
+    cls = globals().get(o.get("__t", ""))
+    if not (isinstance(cls, type) and hasattr(cls, "__dataclass_fields__") and cls.__module__ == __name__):
+        raise ValueError(f"unknown cached type {o.get('__t')!r}")
+    return cls(**{k: _decode(v) for k, v in o.items() if k != "__t"})
+
+
+@lru_cache(maxsize=8)
 def _read_cached(path: str, mtime: float, size: int) -> Liberty:
     try:
         raw = Path(path).read_bytes()
@@ -400,8 +468,7 @@ def _read_cached(path: str, mtime: float, size: int) -> Liberty:
     disk = _disk_cache_path(raw)
     if disk is not None and disk.is_file():
         try:
-            with open(disk, "rb") as f:
-                lib = pickle.load(f)
+            lib = _decode(json.loads(gzip.decompress(disk.read_bytes())))
             if isinstance(lib, Liberty):
                 lib.path = path
                 return lib
@@ -414,8 +481,8 @@ def _read_cached(path: str, mtime: float, size: int) -> Liberty:
     lib = _interpret(parse_liberty(text), path)
     if disk is not None:
         try:
-            with atomic_path(disk) as tmp, open(tmp, "wb") as f:
-                pickle.dump(lib, f, protocol=pickle.HIGHEST_PROTOCOL)
+            with atomic_path(disk) as tmp:
+                Path(tmp).write_bytes(gzip.compress(json.dumps(_encode(lib), separators=(",", ":")).encode(), 1))
         except OSError:
             pass  # a read-only cache only costs the parse time
     return lib
@@ -423,17 +490,50 @@ def _read_cached(path: str, mtime: float, size: int) -> Liberty:
 
 def _disk_cache_path(raw: bytes) -> Path | None:
     try:
-        return cache_dir() / "liberty" / f"{sha256_bytes(raw)[:32]}.v{PARSER_VERSION}.pkl"
+        return cache_dir() / "liberty" / f"{sha256_bytes(raw)[:32]}.v{PARSER_VERSION}.json.gz"
     except (OSError, UserError):
         return None
 
 
-def read_liberty(path: str | Path) -> Liberty:
-    """Read a Liberty file (plain or gzip). Cached per process (path, mtime, size) and on disk
-    under ``cache_dir()/liberty/`` by content hash (parse ~1–2 s for sky130, load ~50 ms);
-    treat the result as read-only."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"Liberty file {p} does not exist; pass the path of a .lib or .lib.gz file")
-    st = p.stat()
-    return _read_cached(str(p.resolve()), st.st_mtime, st.st_size)
+def liberty_paths(path) -> list[Path]:
+    """One path or a list of paths -> list of Paths (duplicates removed, order kept)."""
+    items = [path] if isinstance(path, (str, Path)) else list(path or [])
+    if not items:
+        raise UserError("no Liberty file given; pass at least one .lib or .lib.gz file")
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if not p.is_file():
+            raise UserError(f"Liberty file {p} does not exist; pass the path of a .lib or .lib.gz file")
+        if p.resolve() not in [q.resolve() for q in out]:
+            out.append(p)
+    return out
+
+
+def read_liberty(path) -> Liberty:
+    """Read one Liberty file (plain or gzip), or several (a list: e.g. ASAP7's four files) merged
+    into one library. Cached per process (path, mtime, size) and on disk under
+    ``cache_dir()/liberty/`` by content hash as gzipped JSON (no pickle; parse 1-10 s per file,
+    load from the cache ~0.1-0.5 s); treat the result as read-only.
+
+    Every file's units (``time_unit``, ``capacitive_load_unit``, ``leakage_power_unit``) are
+    read from its own header, so files with different units merge correctly. A cell defined in
+    two files, or files with different nominal voltages, raise UserError.
+    """
+    libs = []
+    for p in liberty_paths(path):
+        st = p.stat()
+        libs.append(_read_cached(str(p.resolve()), st.st_mtime, st.st_size))
+    if len(libs) == 1:
+        return libs[0]
+    cells: dict[str, LibCell] = {}
+    where: dict[str, str] = {}
+    for lib in libs:
+        for name, c in lib.cells.items():
+            if name in cells:
+                raise UserError(f"Liberty cell {name} is defined in both {where[name]} and {lib.path}; pass each cell's library once")
+            cells[name], where[name] = c, lib.path
+    volts = {lib.voltage for lib in libs if lib.voltage is not None}
+    if len(volts) > 1:
+        raise UserError(f"Liberty files have different nominal voltages ({', '.join(f'{v:g} V' for v in sorted(volts))}); pass files of one corner")
+    return Liberty("+".join(lib.name for lib in libs), ", ".join(lib.path for lib in libs), cells, volts.pop() if volts else None)

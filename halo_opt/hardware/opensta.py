@@ -1,7 +1,7 @@
 """OpenSTA reference for static, weight-conditioned timing (``set_case_analysis``).
 
 :func:`opensta_static_delays` runs ``sta`` once on a structural Verilog netlist mapped to a
-Liberty library: ``read_liberty``, ``read_verilog``, ``link_design``, ``set_load 0`` on every
+Liberty library (one or several files): ``read_liberty`` per file, ``read_verilog``, ``link_design``, ``set_load 0`` on every
 net, then per case ``set_case_analysis 0|1`` on each given pin and
 ``find_timing_paths -unconstrained -path_delay max`` (the worst arrival at any endpoint;
 primary inputs arrive at 0 with 0 slew, outputs have no external load).
@@ -31,13 +31,16 @@ def sta_path() -> str | None:
     return shutil.which("sta")
 
 
-def opensta_static_delays(verilog: str | Path, liberty: str | Path, cases: list[dict[str, int]], top: str = "mac", timeout_s: float = 300) -> list[float]:
+def opensta_static_delays(verilog: str | Path, liberty, cases: list[dict[str, int]], top: str = "mac", timeout_s: float = 600) -> list[float]:
     """Worst unconstrained arrival (ps) for each case ``{pin: 0|1}`` (e.g. ``{"w[0]": 1, ...}``).
 
     ``verilog``: a path to, or the text of, a structural netlist of module ``top`` written by
     Yosys ``write_verilog -noattr`` (the word ``signed`` is removed from declarations, which
-    OpenSTA's reader rejects). ``liberty``: .lib or .lib.gz path.
+    OpenSTA's reader rejects). ``liberty``: a .lib or .lib.gz path, or a list of them (all are
+    read, e.g. ASAP7's four files). All cases run in one ``sta`` session.
     """
+    from .liberty import liberty_paths
+
     exe = sta_path()
     if exe is None:
         raise UserError("OpenSTA ('sta') is not installed; install the Debian package opensta")
@@ -48,14 +51,15 @@ def opensta_static_delays(verilog: str | Path, liberty: str | Path, cases: list[
     else:
         text = str(verilog)
     text = _SIGNED.sub(lambda m: m.group(1) + " ", text)
-    lib = Path(liberty)
-    if not lib.is_file():
-        raise UserError(f"Liberty file {lib} does not exist; pass the library the netlist was mapped to")
+    libs = liberty_paths(liberty)
     with tempfile.TemporaryDirectory(prefix="halo_sta_") as d:
         (Path(d) / "net.v").write_text(text)
-        raw = lib.read_bytes()
-        (Path(d) / "lib.lib").write_bytes(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-        tcl = ["read_liberty lib.lib", "read_verilog net.v", f"link_design {top}", "set_load 0 [get_nets *]"]
+        tcl = []
+        for j, lib in enumerate(libs):
+            raw = lib.read_bytes()
+            (Path(d) / f"lib{j}.lib").write_bytes(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+            tcl.append(f"read_liberty lib{j}.lib")
+        tcl += ["read_verilog net.v", f"link_design {top}", "set_load 0 [get_nets *]"]
         for k, case in enumerate(cases):
             for pin, v in case.items():
                 if v not in (0, 1):
@@ -71,13 +75,13 @@ def opensta_static_delays(verilog: str | Path, liberty: str | Path, cases: list[
     out = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^HALO_CASE (\d+) (\S+)$", r.stdout, re.M)}
     black = re.findall(r"module (\S+) not found", r.stdout + r.stderr)
     if black:
-        raise UserError(f"OpenSTA: cell {black[0]} is not in {lib.name}; pass the Liberty file the netlist was mapped with")
+        raise UserError(f"OpenSTA: cell {black[0]} is not in {', '.join(p.name for p in libs)}; pass the Liberty file the netlist was mapped with")
     if len(out) != len(cases):
         raise UserError(f"OpenSTA failed (exit {r.returncode}): {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
     return [out[k] * 1e12 for k in range(len(cases))]
 
 
-def opensta_static_delay(verilog: str | Path, liberty: str | Path, weight_bits: dict[str, int], top: str = "mac") -> float:
+def opensta_static_delay(verilog: str | Path, liberty, weight_bits: dict[str, int], top: str = "mac") -> float:
     """Worst unconstrained arrival (ps) with ``set_case_analysis`` on ``weight_bits`` {pin: 0|1}."""
     return opensta_static_delays(verilog, liberty, [weight_bits], top)[0]
 

@@ -7,17 +7,29 @@ Three-valued constant propagation (0, 1, X) marks every net that is constant for
 ``i -> out`` of a gate is live iff ``out`` is X and the gate's function, with its constant
 inputs substituted, still depends on input ``i``; its sense (which input edge can cause which
 output edge) is that of the reduced function, intersected with the Liberty ``timing_sense``.
+A Liberty ``timing`` group whose ``when`` condition is 0 under the constants is disabled, and
+so is an unconditional group of a pin pair one of whose conditional groups is 1 (OpenSTA's
+``Sim::isCondDisabled``); a group whose condition is unknown (X) stays enabled.
 Arrival ``A[n, e]`` (ps, e = fall/rise edge) and slew ``S[n, e]`` propagate as
 
-    A[out, e] = max over live arcs (i, e_i -> e) of  A[i, e_i] + d_i(e, S[i, e_i])
-    S[out, e] = max of the output slew over every Liberty arc (i, e_i -> e) of a live input
+    A[out, e] = max over live arcs of enabled groups (i, e_i -> e) of  A[i, e_i] + d_i(e, S[i, e_i])
+    S[out, e] = max of the output slew over every arc (i, e_i -> e) of an enabled group of a live input
 
 from ``A = 0, S = input_slew`` at the ``a`` and ``p`` bits; the delay is ``max A`` over output
 bits. These are OpenSTA's rules: the arrival follows only the edge pairs the reduced function
-allows, the worst-slew merge takes every arc of an input that is not disabled (an XNOR with one
-input at 1 passes rise -> rise only, but its negative-unate arc's slew still counts).
-``logic="kleene"`` derives constants and senses structurally instead (OpenSTA built without
-CUDD). All codes are processed at once (arrays over codes): one pass over the gates.
+allows, the worst-slew merge takes every arc of an enabled group (an XNOR with one input at 1
+passes rise -> rise only, but its negative-unate group's slew still counts).
+
+Constants, senses and ``when`` values come from one of two logics. The default
+``logic="kleene"`` evaluates the Liberty function structurally in Kleene 3-valued logic, as
+OpenSTA does when built without CUDD (Debian's ``opensta`` 2.0.17, the reference the tests
+run): on all 256 codes of the 8x8 array and Booth MACs mapped to sky130 hd, SG13G2 and ASAP7
+it equals OpenSTA to < 1e-6 relative (``benchmarks/characterize.md``). ``logic="exact"``
+(non-default) uses truth tables, which is what OpenSTA computes with CUDD BDDs (not checked
+here: no such build was available); it finds more constants and fewer arcs (e.g.
+``!A1&!B1 | !A2&!B1`` with A2 = 0 no longer depends on A1), so it reads up to 8.2 % below
+Debian's OpenSTA (sky130 Booth, code 0). All codes are processed at once (arrays over codes):
+one pass over the gates.
 
 **Floating mode (sensitised).** For one input vector ``(a, p)`` every net settles at a time ``t``:
 primary inputs at 0, constant nets never switch. A gate's output is settled once a set ``S``
@@ -229,14 +241,14 @@ class StaticTiming:
     slew_ps: np.ndarray
 
 
-def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exact") -> StaticTiming:
+def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "kleene") -> StaticTiming:
     """Static case-analysis timing of every code at once (see module docstring).
 
-    ``logic``: how constants and arc senses are derived from the cell functions: ``"exact"``
-    (truth tables; what OpenSTA computes with its BDD-based ``Sim``) or ``"kleene"``
-    (structural 3-valued rules of OpenSTA built without CUDD, e.g. Debian's 2.0.17; a superset
-    of ``exact``'s arcs, so not below it up to NLDM tables that are not monotone in slew). ``const``/``keys`` of the result are always the exact ones (they drive
-    the floating mode).
+    ``logic``: how constants, arc senses and ``when`` conditions are derived from the cell
+    functions: ``"kleene"`` (default; structural 3-valued rules = Debian's OpenSTA 2.0.17, which
+    it matches on every code checked) or ``"exact"`` (truth tables = OpenSTA built with CUDD; a
+    subset of kleene's arcs, so not above it up to NLDM tables that are not monotone in slew).
+    ``const``/``keys`` of the result are always the exact ones (they drive the floating mode).
     """
     if logic not in LOGICS:
         raise UserError(f"unknown case-analysis logic {logic!r}; use one of {', '.join(LOGICS)}")
@@ -279,13 +291,16 @@ def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exac
         sense = np.where(live[:, None], kern.sense[key], 0)
         a_out, s_out = arr[g.output], slew[g.output]
         for i, n in enumerate(g.inputs):
-            for arc in arcs[gi][i]:
-                s = sense[:, i] & _SENSE_MASK[arc.sense]
-                # OpenSTA merges the output slew over every arc of a live edge (sense != none),
-                # the arrival only over the edge pairs the case-analysis sense allows
-                s_slew = np.where(sense[:, i] != 0, _SENSE_MASK[arc.sense], 0)
+            pin_arcs = arcs[gi][i]
+            enabled = _arcs_enabled(pin_arcs, cell.inputs, key, logic)
+            for arc, en in zip(pin_arcs, enabled):
+                # OpenSTA merges the output slew over every arc of an enabled timing group of a
+                # live input (sense != none), the arrival only over the edge pairs the
+                # case-analysis sense allows
+                s_slew = np.where((sense[:, i] != 0) & en, _SENSE_MASK[arc.sense], 0)
                 if not s_slew.any():
                     continue
+                s = sense[:, i] & s_slew
                 for e_out in (0, 1):
                     for e_in in (0, 1):
                         pair = 1 if e_in == e_out else 2
@@ -303,7 +318,21 @@ def static_timing(netlist: Netlist, model: DelayModel, codes, logic: str = "exac
     return StaticTiming(codes, np.where(np.isfinite(delay), delay, 0.0), const, keys, arc_ps, arr, slew)
 
 
-def static_delays(netlist: Netlist, model: DelayModel, codes, logic: str = "exact") -> np.ndarray:
+def _arcs_enabled(pin_arcs, pins: tuple[str, ...], key: np.ndarray, logic: str) -> list[np.ndarray | bool]:
+    """Per arc of one input pin, ``[n_codes]`` bool: not disabled by its ``when`` condition.
+
+    OpenSTA's rule (``Sim::isCondDisabled``): an arc whose ``when`` evaluates to 0 under the
+    constants ``key`` is disabled; an unconditional arc is disabled where a conditional arc of
+    the same pin pair evaluates to 1; anything else (condition unknown) stays enabled. Values
+    come from the same ``logic`` as the case analysis.
+    """
+    vals = [cell_kernel(a.when, pins, logic).out[key] if getattr(a, "when", None) else None for a in pin_arcs]
+    conds = [v for v in vals if v is not None]
+    one = np.logical_or.reduce([v == 1 for v in conds]) if conds else False
+    return [(v != 0) if v is not None else ~one if conds else True for v in vals]
+
+
+def static_delays(netlist: Netlist, model: DelayModel, codes, logic: str = "kleene") -> np.ndarray:
     """``[n_codes]`` static case-analysis delay (ps) of each weight code (``logic``: see
     :func:`static_timing`)."""
     return static_timing(netlist, model, codes, logic).delay_ps

@@ -33,6 +33,7 @@ from ..artifacts import provenance, read_json, sha256_bytes, sha256_file, sha256
 from ..errors import UserError
 from ..paths import cache_dir
 from .check import functional_check
+from .liberty import liberty_paths
 from .netlist import Cell, Netlist
 from .verilog import MacSpec, mac_verilog, strip_signed
 from .yosys_json import BUILTIN, parse_yosys_json
@@ -108,8 +109,8 @@ def liberty_name(data: bytes, path: str | Path) -> str:
     return m.group(1).decode() if m else Path(path).name.split(".")[0]
 
 
-def liberty_cells(path: str | Path) -> dict[str, Cell]:
-    """Single-output logic cells of a Liberty file (``halo_opt.hardware.liberty``)."""
+def liberty_cells(path) -> dict[str, Cell]:
+    """Single-output logic cells of a Liberty file or list of files (``halo_opt.hardware.liberty``)."""
     from .liberty import read_liberty
 
     return read_liberty(path).logic_cells()
@@ -132,35 +133,43 @@ class SynthResult:
     seconds: float
 
 
-def synthesis_script(spec: MacSpec, liberty: bool, dont_use: tuple[str, ...] = DEFAULT_DONT_USE) -> str:
-    """The Yosys script for ``spec`` (reads ``mac.v`` and, with ``liberty``, ``cells.lib``)."""
-    lines = ["read_liberty -lib cells.lib"] if liberty else []
+def _lib_files(n: int) -> list[str]:
+    """Names of ``n`` Liberty files in the Yosys folder (``cells.lib`` for one, as before)."""
+    return ["cells.lib"] if n == 1 else [f"cells{j}.lib" for j in range(n)]
+
+
+def synthesis_script(spec: MacSpec, liberty: bool | int, dont_use: tuple[str, ...] = DEFAULT_DONT_USE) -> str:
+    """The Yosys script for ``spec`` (reads ``mac.v`` and, with ``liberty`` = True or the number
+    of Liberty files, ``cells.lib`` or ``cells0.lib, cells1.lib, ...``: ABC maps onto their union)."""
+    libs = _lib_files(int(liberty)) if liberty else []
+    lines = [f"read_liberty -lib {f}" for f in libs]
     lines += ["read_verilog mac.v", f"synth -flatten -top mac{' -booth' if spec.arch == 'booth' else ''}"]
     if liberty:
-        lines.append("abc -liberty cells.lib" + "".join(f" -dont_use {c}" for c in dont_use))
+        lines.append("abc" + "".join(f" -liberty {f}" for f in libs) + "".join(f" -dont_use {c}" for c in dont_use))
     else:
         lines.append(f"abc -g {INTERNAL_GATES}")
     lines += ["opt_clean -purge", "check -assert", "stat", "write_json netlist.json", "write_verilog -noattr -noexpr netlist.v"]
     return "\n".join(lines) + "\n"
 
 
-def synthesize(spec: MacSpec, liberty: str | Path | None = None, dont_use: tuple[str, ...] = DEFAULT_DONT_USE,
+def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_DONT_USE,
                use_cache: bool = True) -> SynthResult:
     """Synthesize the MAC of ``spec`` to internal gates, or to the cells of a Liberty file;
     cached in ``cache_dir()/netlists/<key>/`` (``mac.v``, ``netlist.json``, ``netlist.v``,
     ``yosys.log``, ``meta.json``)."""
     t0 = time.perf_counter()
     verilog = mac_verilog(spec)
-    lib = liberty_bytes(liberty) if liberty is not None else None
-    library = liberty_name(lib, liberty) if lib is not None else BUILTIN
-    script = synthesis_script(spec, lib is not None, dont_use)
+    libs = [liberty_bytes(p) for p in liberty_paths(liberty)] if liberty is not None else []
+    library = "+".join(liberty_name(b, p) for b, p in zip(libs, liberty_paths(liberty))) if libs else BUILTIN
+    script = synthesis_script(spec, len(libs), dont_use)
+    sha = [sha256_bytes(b) for b in libs]
     key = sha256_json({"format": CACHE_FORMAT, "verilog": verilog, "script": script,
-                       "liberty_sha256": sha256_bytes(lib) if lib is not None else None, "yosys": yosys_version()})[:24]
+                       "liberty_sha256": (sha[0] if len(sha) == 1 else sha) if libs else None, "yosys": yosys_version()})[:24]
     folder = cache_dir() / "netlists" / key
     names = ("netlist.json", "netlist.v", "meta.json")
     if use_cache and all((folder / n).is_file() for n in names):
         return SynthResult(folder, folder / "netlist.json", folder / "netlist.v", library, key, True, time.perf_counter() - t0)
-    inputs = {"mac.v": verilog.encode(), **({"cells.lib": lib} if lib is not None else {})}
+    inputs = {"mac.v": verilog.encode(), **dict(zip(_lib_files(len(libs)), libs))}
     out = run_yosys(script, inputs, ["netlist.json", "netlist.v"])
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
@@ -171,7 +180,7 @@ def synthesize(spec: MacSpec, liberty: str | Path | None = None, dont_use: tuple
         (tmp / "netlist.v").write_text(strip_signed(out["netlist.v"].decode()))
         (tmp / "yosys.log").write_bytes(out["yosys.log"])
         write_json(tmp / "meta.json", {**provenance(spec=spec.to_dict(), library=library,
-                                                    liberty=str(liberty) if liberty else None, yosys=yosys_version()),
+                                                    liberty=", ".join(map(str, liberty_paths(liberty))) if liberty else None, yosys=yosys_version()),
                                        "key": key, "netlist_sha256": sha256_bytes(out["netlist.json"])})
         if folder.exists() and not all((folder / n).is_file() for n in names):
             shutil.rmtree(folder, ignore_errors=True)  # stale, incomplete entry
@@ -185,7 +194,7 @@ def synthesize(spec: MacSpec, liberty: str | Path | None = None, dont_use: tuple
     return SynthResult(folder, folder / "netlist.json", folder / "netlist.v", library, key, False, time.perf_counter() - t0)
 
 
-def synthesize_mac(spec: MacSpec, liberty: str | Path | None = None, cells: dict[str, Cell] | None = None,
+def synthesize_mac(spec: MacSpec, liberty=None, cells: dict[str, Cell] | None = None,
                    check: bool = True) -> Netlist:
     """Synthesize (or load from the cache), parse and functionally check the MAC of ``spec``.
 
@@ -205,7 +214,7 @@ def synthesize_mac(spec: MacSpec, liberty: str | Path | None = None, cells: dict
     return net
 
 
-def read_user_netlist(path: str | Path, liberty: str | Path | None = None, cells: dict[str, Cell] | None = None,
+def read_user_netlist(path: str | Path, liberty=None, cells: dict[str, Cell] | None = None,
                       top: str | None = None) -> Netlist:
     """A user's gate netlist: Yosys JSON (``.json``), or structural Verilog read through Yosys
     (``read_liberty -lib``, ``read_verilog``, ``hierarchy -top``, ``flatten``, ``write_json``).
@@ -219,16 +228,16 @@ def read_user_netlist(path: str | Path, liberty: str | Path | None = None, cells
         raise UserError(f"netlist {path} not found; check the path")
     library = BUILTIN
     if liberty is not None:
-        lib = liberty_bytes(liberty)
-        library = liberty_name(lib, liberty)
+        libs = [liberty_bytes(p) for p in liberty_paths(liberty)]
+        library = "+".join(liberty_name(b, p) for b, p in zip(libs, liberty_paths(liberty)))
         cells = liberty_cells(liberty) if cells is None else cells
     if path.suffix.lower() == ".json":
         net = parse_yosys_json(path, cells=cells, library=library, top=top)
     else:
-        script = ["read_liberty -lib cells.lib"] if liberty is not None else []
+        script = [f"read_liberty -lib {f}" for f in _lib_files(len(libs))] if liberty is not None else []
         script += ["read_verilog -icells user.v", f"hierarchy -top {top}" if top else "hierarchy -auto-top",
                    "proc", "flatten -noscopeinfo", "opt_clean", "write_json netlist.json"]
-        inputs = {"user.v": path.read_bytes(), **({"cells.lib": lib} if liberty is not None else {})}
+        inputs = {"user.v": path.read_bytes(), **(dict(zip(_lib_files(len(libs)), libs)) if liberty is not None else {})}
         out = run_yosys("\n".join(script) + "\n", inputs, ["netlist.json"])
         net = parse_yosys_json(json.loads(out["netlist.json"]), cells=cells, library=library, top=top)
         net.meta["source"] = str(path)

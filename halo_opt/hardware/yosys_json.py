@@ -92,6 +92,9 @@ def parse_yosys_json(
             continue
         cell = cells.get(ctype)
         if cell is None:
+            why = getattr(cells, "excluded", {}).get(ctype)  # a Liberty cell halo-opt cannot time
+            if why:
+                raise UserError(f"cell {inst} of {where} has type {ctype}, a {why} cell of the {_library_hint(library)}; halo-opt times single-output combinational cells only: map the netlist without it")
             raise UserError(f"cell {inst} of {where} has type {ctype}, which is not in the {_library_hint(library)}; map the netlist to that library or pass the matching Liberty file")
         conn = c.get("connections", {})
         extra_pins = sorted(set(conn) - set(cell.inputs) - {cell.output})
