@@ -69,11 +69,10 @@ def load_costs(path: str | Path) -> CostFolder:
 
 
 def load_plan(path: str | Path) -> dict:
-    """Read plan.json (contract §6) and check its shape."""
-    plan = read_json(path, "plan")
-    for key in ("meta", "codebooks", "domains", "tile_codebook"):
-        require(isinstance(plan, dict) and key in plan, f"plan {path} has no '{key}'; regenerate it with `halo-opt plan`")
-    return plan
+    """Read plan.json (contract §6) through its one owner, :func:`halo_opt.planfile.load_plan`."""
+    from ..planfile import load_plan as _load
+
+    return _load(path).to_dict()
 
 
 def check_plan(plan: dict, costs: CostFolder, layers: list[str] | None = None) -> dict[str, str]:

@@ -129,8 +129,11 @@ def make_plan(costs_dir: str | Path, tile_codebook: list[str] | Callable[[int], 
     tc = [tile_codebook(g) for g in range(len(c.tiles))] if callable(tile_codebook) else list(tile_codebook)
     layers = list(dict.fromkeys(c.tiles["layer"]))
     lv = {l: (levels if isinstance(levels, str) else levels[l]) for l in layers}
-    return {"meta": {"costs_sha256": sha256_file(Path(costs_dir) / "meta.json"), "model_sha256": "synthetic", "profile_sha256": "toy"},
-            "scenario": {}, "solver": {"name": "synthetic", "status": "FEASIBLE"},
-            "predicted": {}, "levels": {L["name"]: {"voltage_v": L["voltage_v"], "freq_hz": L["freq_hz"]} for L in LEVELS},
-            "codebooks": {k: c.codebooks[k]["codes"] for k in sorted(set(tc))},
-            "domains": [{"domain": l, "layers": [l], "level": lv[l]} for l in layers], "tile_codebook": tc}
+    from ..planfile import validate
+
+    return validate({"format_version": 2,
+                     "meta": {"costs_sha256": sha256_file(Path(costs_dir) / "meta.json"), "model_sha256": "synthetic", "profile_sha256": "toy"},
+                     "scenario": {}, "solver": {"name": "synthetic", "status": "feasible"},
+                     "levels": {L["name"]: {"voltage_v": L["voltage_v"], "freq_hz": L["freq_hz"]} for L in LEVELS},
+                     "codebooks": {k: c.codebooks[k]["codes"] for k in sorted(set(tc))},
+                     "domains": [{"domain": l, "layers": [l], "level": lv[l]} for l in layers], "tile_codebook": tc}).to_dict()

@@ -186,7 +186,7 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         count=count, group_domain=gd, group_layer=gl, err=ge, energy_dyn=gE,
         lat=lat[:, keep_v], voltage=volt[keep_v], v0=v0, leak_w=leak_all[keep_v],
         compat=compat_all[np.ix_(keep_c, keep_v)],
-        budget=float(sc.budget) * normaliser, normaliser=normaliser,
+        normaliser=normaliser,
         energy_cap=math.inf if sc.energy_cap_j is None else float(sc.energy_cap_j),
         latency_cap=math.inf if sc.latency_cap_s is None else float(sc.latency_cap_s),
         max_levels=sc.max_levels, max_switches=sc.max_switches,
@@ -195,4 +195,4 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         freq_hz=np.array([x["freq_hz"] for x in lv_list], float)[keep_v],
         codebook_names=[cb_names[i] for i in keep_c], level_names=[lv_names[i] for i in keep_v],
         domain_names=dom_names, layer_names=layer_names, domain_layers=dom_layers,
-    )
+    ).with_budget(sc.budget)
