@@ -112,7 +112,7 @@ def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
         p = build_problem(costs, sc)
         solvers = cfg.solvers if name in GOALS else ("cpsat",)
         for solver in solvers:
-            pl = plan(p, solver, costs=costs, scenario=sc.to_dict(), time_limit=cfg.time_limit, workers=cfg.workers,
+            pl = plan(p, solver, costs=costs, scenario=sc.to_dict(), time_limit=cfg.time_limit, workers=1,
                       seed=cfg.seed, strict=False)
             r = pl.result
             row = {"scenario": name, "solver": solver, **{k: v for k, v in r.summary().items() if k != "name"}}

@@ -45,7 +45,9 @@ def test_feasible_hint_is_kept_when_cpsat_finds_nothing(monkeypatch):
 
     p = next(random_problem(s) for s in SEEDS if lagrange.solve(random_problem(s), time_limit=5).has_plan)
     h = lagrange.solve(p, time_limit=5).assignment
-    monkeypatch.setattr(cp_model.CpSolver, "Solve", lambda self, model, *a, **k: cp_model.UNKNOWN)
+    from ortools.sat import cp_model_pb2
+
+    monkeypatch.setattr(cpsat, "_run", lambda solver, mdl: (cp_model.UNKNOWN, cp_model_pb2.CpSolverResponse()))
     r = cpsat.solve(p, time_limit=5, workers=1, hint=h)
     assert r.has_plan and r.status == "feasible" and r.info["incumbent"] == "hint"
     assert np.array_equal(r.assignment.counts, h.counts) and np.array_equal(r.assignment.level, h.level)

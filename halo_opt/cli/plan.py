@@ -28,8 +28,8 @@ def plan(
     solver: str = typer.Option("cpsat", "--solver", help="cpsat | milp | relax | lagrange | greedy | halo"),
     out: Path = typer.Option(Path("plan.json"), "--out", help="plan file to write"),
     budget: Optional[float] = typer.Option(None, "--budget", help="relative error budget ε (overrides the scenario)"),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s"),
-    workers: int = typer.Option(2, "--workers", help="solver threads"),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s (cpsat: deterministic units ≈ s of one core)"),
+    workers: int = typer.Option(1, "--workers", help="solver threads (1: deterministic; more: CP-SAT's parallel portfolio, not deterministic)"),
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
 ) -> None:
     """Solve one scenario and write plan.json (same inputs and seed: the same bytes)."""

@@ -93,6 +93,19 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
     sc = dict(scenario or {})
     tasks = [(p, s, param, chunk, time_limit, seed, str(costs), sc) for s in solvers
              for chunk in np.array_split(values, n_chunks) if len(chunk)]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
+            outs = list(_progress(ex.map(_run_chunk, tasks), len(tasks), progress))
+    else:
+        outs = [_run_chunk(t) for t in _progress(tasks, len(tasks), progress)]
+    rows = [r for out in outs for r in out]
+    df = pd.DataFrame([r for r, _ in rows])
+    plans = [pl for _, pl in rows]
+    x = df["error_rel"] if param == "budget" else df["energy_j"]
+    df["dominated"] = dominated(x.to_numpy(), df["objective"].to_numpy())
+    return df, plans
+
+
 def _progress(it, total, on):
     if not on:
         yield from it
