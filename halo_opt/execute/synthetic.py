@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import sha256_file, write_json, write_parquet
+from ..artifacts import sha256_file, write_json
+from ..costfolder import save_costs
 
 CODEBOOKS = {
     "full": list(range(-8, 8)),
@@ -108,16 +109,10 @@ def write_costs(folder: str | Path, weights: dict[str, torch.Tensor], H: dict[st
             "family": "synthetic"} for k, v in codebooks.items()]
     compat = {c["name"]: {L["name"]: (1e12 / L["freq_hz"] - c["delay_ps"]) if c["delay_ps"] <= 1e12 / L["freq_hz"] else None
                           for L in LEVELS} for c in cbs}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(folder / "layers.parquet", pd.DataFrame(lrows))
-    write_parquet(folder / "tiles.parquet", pd.DataFrame(trows))
-    write_parquet(folder / "errors.parquet", pd.DataFrame(erows))
-    write_parquet(folder / "latency.parquet", pd.DataFrame(latrows))
-    write_json(folder / "codebooks.json", {"meta": {}, "codebooks": cbs})
-    write_json(folder / "levels.json", {"levels": LEVELS, "compat": compat})
-    write_json(folder / "meta.json", {"inputs": {"model_sha256": "synthetic", "profile_sha256": "toy"}, "tile": [R, C],
-                                      "normaliser": float(sum(r["tr_WHW"] for r in lrows)), "v0": 0.9,
-                                      "switch": {"time_s": 1e-6, "energy_j": 1e-9}})
+    save_costs(folder, {"inputs": {"model_sha256": "synthetic", "profile_sha256": "toy"}, "tile": [R, C],
+                        "normaliser": float(sum(r["tr_WHW"] for r in lrows)), "v0": 0.9,
+                        "switch": {"time_s": 1e-6, "energy_j": 1e-9}},
+               pd.DataFrame(lrows), pd.DataFrame(trows), pd.DataFrame(erows), pd.DataFrame(latrows), cbs, LEVELS, compat)
     return folder
 
 

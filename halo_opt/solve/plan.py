@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import find_key, provenance, read_json, sha256_file
+from ..artifacts import find_key, provenance, sha256_file
+from ..costfolder import load_costs_json
 from ..planfile import PlanFile, load_plan, save_plan, validate
 from .problem import Problem, evaluate
 from .result import Result
@@ -18,10 +19,8 @@ def plan_file(problem: Problem, result: Result, scenario: dict, costs_dir: str |
         raise ValueError("result has no plan")
     p, a = problem, result.assignment
     cd = Path(costs_dir)
-    meta = read_json(cd / "meta.json", "costs meta")
-    cbs = read_json(cd / "codebooks.json", "codebooks file")
-    cbs = cbs["codebooks"] if isinstance(cbs, dict) else cbs
-    lv = read_json(cd / "levels.json", "levels file")["levels"]
+    meta, cbs, lvf = load_costs_json(cd)
+    lv = [x.model_dump() for x in lvf.levels]
     ev = evaluate(p, a)
     names = np.array(p.codebook_names, dtype=object)
     return validate({
