@@ -86,10 +86,15 @@ def _calibrate(cfg: DemoConfig, folder: Path, progress: bool) -> bool:
 
 
 def _costs(cfg: DemoConfig, calib: Path, profile: Path, folder: Path, progress: bool) -> bool:
+    from .costfolder import load_costs_json
     from .costs import build_costs
+    from .errors import UserError
 
     if (folder / "meta.json").is_file():
-        m = read_json(folder / "meta.json")
+        try:
+            m = load_costs_json(folder)[0]
+        except UserError:  # another format version: rebuild
+            m = {}
         inputs = m.get("inputs", {})
         if inputs.get("calib_sha256") == sha256_file(calib / "meta.json") and inputs.get("codebooks_sha256") == sha256_file(profile / "codebooks.json"):
             return True
