@@ -68,16 +68,16 @@ def _run_chunk(args):
             ev = evaluate(q, r.assignment)
             row.update(latency_s=ev.latency, energy_j=ev.energy, error=ev.error, error_rel=q.relative(ev.error))
             hint = r.assignment
-        rows.append((row, pl.to_dict() if pl.ok else None))
+        rows.append((row, pl.to_dict() if pl.file is not None else None))
     return rows
 
 
 def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: str = "budget",
           time_limit: float = 30.0, workers: int = 1, seed: int = 0, progress: bool = False, *,
-          costs: str | Path, scenario: dict | None = None):
-    """Return (DataFrame of points, list of plan dicts (contract §6) or None, row-aligned). Each
-    point is :func:`.planner.plan` (cpsat with the Lagrangian hint), warm-started from the
-    previous point's plan."""
+          costs: str | Path | None = None, scenario: dict | None = None):
+    """Return (DataFrame of points, list of plan dicts (contract §6; None without a plan or
+    without ``costs``), row-aligned). Each point is :func:`.planner.plan` (cpsat with the
+    Lagrangian hint), warm-started from the previous point's plan."""
     import pandas as pd
 
     from . import get_solver
@@ -91,7 +91,7 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
     values = np.sort(np.asarray(values, float))
     n_chunks = max(1, min(int(workers), len(values)))
     sc = dict(scenario or {})
-    tasks = [(p, s, param, chunk, time_limit, seed, str(costs), sc) for s in solvers
+    tasks = [(p, s, param, chunk, time_limit, seed, None if costs is None else str(costs), sc) for s in solvers
              for chunk in np.array_split(values, n_chunks) if len(chunk)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=int(workers)) as ex:

@@ -47,8 +47,8 @@ def solve_hinted(problem: Problem, solver: str = "cpsat", time_limit: float = 60
 
 @dataclass
 class Plan:
-    """A planner result: the problem, the solve, and (``file``) the plan artifact, None when
-    there is no plan (``reason`` says why)."""
+    """A planner result: the problem, the solve, and (``file``) the plan artifact — None when
+    there is no plan (``reason`` says why) or no cost folder was given."""
 
     problem: Problem
     result: Result
@@ -58,7 +58,7 @@ class Plan:
 
     @property
     def ok(self) -> bool:
-        return self.file is not None
+        return self.result.has_plan
 
     def save(self, path: str | Path) -> Path:
         from ..planfile import save_plan
@@ -69,14 +69,15 @@ class Plan:
 
     def to_dict(self) -> dict:
         if self.file is None:
-            raise ValueError("no plan")
+            raise ValueError("no plan file (no plan, or no cost folder given)")
         return self.file.to_dict()
 
 
-def plan(problem: Problem, solver: str = "cpsat", *, costs: str | Path, scenario: dict | None = None,
+def plan(problem: Problem, solver: str = "cpsat", *, costs: str | Path | None = None, scenario: dict | None = None,
          time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint: Assignment | None = None,
          strict: bool = True) -> Plan:
-    """Diagnose → :func:`solve_hinted` → explain → typed plan. ``strict``: a problem without a
+    """Diagnose → :func:`solve_hinted` → explain → typed plan (the plan file needs ``costs``,
+    the cost folder the problem was built from). ``strict``: a problem without a
     plan raises UserError (the diagnosis, the infeasibility explanation, or the solver's
     status); otherwise the Plan comes back without a file and with ``reason``."""
     from . import get_solver
@@ -92,7 +93,7 @@ def plan(problem: Problem, solver: str = "cpsat", *, costs: str | Path, scenario
     else:
         r = solve_hinted(problem, solver, time_limit=time_limit, workers=workers, seed=seed, hint=hint)
     if r.has_plan:
-        return Plan(problem, r, plan_file(problem, r, scenario or {}, costs))
+        return Plan(problem, r, plan_file(problem, r, scenario or {}, costs) if costs is not None else None)
     if r.status == "infeasible":
         reason = r.info.get("reason") or explain(problem)
     else:
