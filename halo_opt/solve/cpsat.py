@@ -182,7 +182,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
             break
         a = decode(p, m, np.asarray(resp.solution, np.int64))
         ev = evaluate(p, a)
-        if ev.feasible and ev.objective < best_obj:
+        if ev.feasible and ev.objective <= best_obj:  # CP-SAT's own plan wins ties with the hint
             best, best_obj = a, ev.objective
             info.pop("incumbent", None)
         if not ev.feasible:
