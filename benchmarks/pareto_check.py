@@ -3,7 +3,7 @@ have a plan at every budget and never be worse than greedy; every point must be 
 of these cost tables.
 
     python benchmarks/pareto_check.py --costs runs/demo/costs --scenario formulations/energy.toml \
-        --points 12 --time-limit 30 --out runs/pareto-energy
+        --points 12 --time-limit 30 --workers 2 --out runs/pareto-energy
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from halo_opt.cli import main as cli
 from halo_opt.planfile import load_plan
 
 
-def run(costs: Path, scenario: Path, points: int, time_limit: float, out: Path) -> int:
+def run(costs: Path, scenario: Path, points: int, time_limit: float, out: Path, workers: int = 1) -> int:
     t0 = time.perf_counter()
     try:
         cli(["pareto", "--scenario", str(scenario), "--costs", str(costs), "--solvers", "cpsat,greedy",
-             "--points", str(points), "--time-limit", str(time_limit), "--out", str(out)])
+             "--points", str(points), "--time-limit", str(time_limit), "--out", str(out), "--workers", str(workers)])
     except SystemExit as e:
         if e.code not in (0, None):
             return int(e.code)
@@ -53,5 +53,6 @@ if __name__ == "__main__":
     ap.add_argument("--points", type=int, default=12)
     ap.add_argument("--time-limit", type=float, default=30.0)
     ap.add_argument("--out", type=Path, default=Path("runs/pareto-check"))
+    ap.add_argument("--workers", type=int, default=1, help="parallel processes of the sweep")
     a = ap.parse_args()
-    sys.exit(run(a.costs, a.scenario, a.points, a.time_limit, a.out))
+    sys.exit(run(a.costs, a.scenario, a.points, a.time_limit, a.out, a.workers))

@@ -149,8 +149,11 @@ def load_costs(path: str | Path) -> CostTables:
 
 def save_costs(path: str | Path, meta: dict, layers: pd.DataFrame, tiles: pd.DataFrame, errors: pd.DataFrame,
                latency: pd.DataFrame, codebooks: list[dict], levels: list[dict], compat: dict,
-               codebooks_meta: dict | None = None) -> Path:
-    """Write the cost folder atomically (JSON parts validated, ``format_version`` stamped)."""
+               codebooks_meta: dict | None = None, extra_tables: dict[str, pd.DataFrame] | None = None,
+               extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write the cost folder atomically (JSON parts validated, ``format_version`` stamped).
+    ``extra_tables`` (``name`` → ``name.parquet``) and ``extra_files`` (file name → bytes) go in
+    the same atomic write, for stages that add their own parts."""
     meta = dict(meta, format_version=FORMAT_VERSION)
     _model(CostMeta, meta, "cost meta")
     books = [_model(Codebook, c, "codebook").model_dump() for c in codebooks]
@@ -168,5 +171,9 @@ def save_costs(path: str | Path, meta: dict, layers: pd.DataFrame, tiles: pd.Dat
         write_parquet(tmp / "latency.parquet", latency)
         write_json(tmp / "codebooks.json", {"meta": codebooks_meta or {}, "codebooks": books})
         write_json(tmp / "levels.json", lv)
+        for name, df in (extra_tables or {}).items():
+            write_parquet(tmp / f"{name}.parquet", df)
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
         write_json(tmp / "meta.json", meta)
     return out
