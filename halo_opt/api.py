@@ -29,10 +29,14 @@ from .solve import Problem, Result, evaluate, get_solver, solve
 from .solve.build import build_problem
 from .solve.pareto import sweep as pareto_sweep
 from .solve.plan import read_plan, write_plan
+from .solve.planner import Plan, plan
+from .planfile import PlanFile, load_plan, save_plan
+from .costfolder import load_costs, save_costs
 from .solve.scenario import Scenario, load_scenario
 
 __all__ = [
-    "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Problem", "Result", "Scenario", "UserError",
+    "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Plan", "PlanFile", "Problem", "Result", "Scenario",
+    "UserError", "load_costs", "load_plan", "plan", "save_costs", "save_plan",
     "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "evaluate",
     "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
     "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "run_demo", "save_codebooks", "solve",

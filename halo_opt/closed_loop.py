@@ -12,10 +12,9 @@ from .errors import UserError
 from .execute.evaluate import parse_target
 from .execute.pipeline import Context, run_plan
 from .execute.tune import TuneResult, tune
-from .solve import get_solver, solve_hinted
+from .solve import get_solver
 from .solve.build import build_problem
-from .solve.infeasible import diagnose, explain
-from .solve.plan import plan_dict
+from .solve.planner import plan
 from .solve.scenario import Scenario
 
 
@@ -29,14 +28,8 @@ def tune_budget(ctx: Context, costs: str | Path, scenario: Scenario, solver: str
 
     def plan_fn(b: float) -> dict:
         sc = scenario.with_overrides(budget=b)
-        prob = build_problem(costs, sc)
-        msg = diagnose(prob)
-        if msg:
-            raise UserError(msg)
-        r = solve_hinted(prob, solver, time_limit=time_limit, seed=seed)
-        if not r.has_plan:
-            raise UserError(r.info.get("reason") or explain(prob))
-        return plan_dict(prob, r, sc.to_dict(), costs)
+        return plan(build_problem(costs, sc), solver, costs=costs, scenario=sc.to_dict(), time_limit=time_limit,
+                    seed=seed).to_dict()
 
     def measure(plan: dict) -> dict:
         return run_plan(ctx, plan, method, blocksize, False)[1]

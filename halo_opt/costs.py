@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 
 from .accelerators import Accelerator, LayerShape, Workload, load_accelerator
-from .artifacts import atomic_path, provenance, read_json, read_toml, sha256_file, write_json, write_parquet
+from .artifacts import provenance, read_json, read_toml, sha256_file
+from .costfolder import save_costs
 from .calibration.hessian import DampingWarning, damped, load_calibration, load_hessian
 from .calibration.models import ModelAdapter, load_model
 from .errors import UserError
@@ -184,17 +185,9 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
         "dvfs": table.name, "margin": table.margin, "voltage_law": law.name, "full_delay_ps": full.delay_ps,
         "damp_rel": damp, "damping_notes": notes, "scale_grid": factors.tolist(), "fast_search": fast,
         "n_tiles": len(errors), "n_layers": len(rows_l), "wall_s": round(time.perf_counter() - t0, 3)}
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        write_parquet(tmp / "layers.parquet", pd.DataFrame(rows_l))
-        write_parquet(tmp / "tiles.parquet", pd.DataFrame(rows_t))
-        write_parquet(tmp / "errors.parquet", errors)
-        write_parquet(tmp / "latency.parquet", pd.DataFrame(lat))
-        write_json(tmp / "codebooks.json", {"meta": {"source": str(cb_path)},
-                                            "codebooks": [{"name": b.name, "codes": list(b.codes), "delay_ps": b.delay_ps,
-                                                           "energy_fj": b.energy_fj, "family": b.family} for b in books]})
-        write_json(tmp / "levels.json", levels)
-        write_json(tmp / "meta.json", meta)
+    save_costs(out, meta, pd.DataFrame(rows_l), pd.DataFrame(rows_t), errors, pd.DataFrame(lat),
+               [{"name": b.name, "codes": list(b.codes), "delay_ps": b.delay_ps, "energy_fj": b.energy_fj, "family": b.family}
+                for b in books], levels["levels"], levels["compat"], codebooks_meta={"source": str(cb_path)})
     for n in notes:
         warnings.warn(DampingWarning(n), stacklevel=2)
     return out

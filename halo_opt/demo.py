@@ -7,7 +7,6 @@ composition and the summary table; every stage resumes from its artifact.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,10 +86,15 @@ def _calibrate(cfg: DemoConfig, folder: Path, progress: bool) -> bool:
 
 
 def _costs(cfg: DemoConfig, calib: Path, profile: Path, folder: Path, progress: bool) -> bool:
+    from .costfolder import load_costs_json
     from .costs import build_costs
+    from .errors import UserError
 
     if (folder / "meta.json").is_file():
-        m = read_json(folder / "meta.json")
+        try:
+            m = load_costs_json(folder)[0]
+        except UserError:  # another format version: rebuild
+            m = {}
         inputs = m.get("inputs", {})
         if inputs.get("calib_sha256") == sha256_file(calib / "meta.json") and inputs.get("codebooks_sha256") == sha256_file(profile / "codebooks.json"):
             return True
@@ -101,9 +105,9 @@ def _costs(cfg: DemoConfig, calib: Path, profile: Path, folder: Path, progress: 
 
 def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
     """Solve every goal with every solver, and the baselines with cpsat; write plan JSONs."""
-    from .solve import get_solver, solve_hinted
+    from .solve import get_solver
     from .solve.build import build_problem
-    from .solve.plan import write_plan
+    from .solve.planner import plan
     from .solve.scenario import load_scenario
 
     rows = []
@@ -113,11 +117,13 @@ def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
         p = build_problem(costs, sc)
         solvers = cfg.solvers if name in GOALS else ("cpsat",)
         for solver in solvers:
-            r = solve_hinted(p, solver, cfg.time_limit, cfg.workers, cfg.seed)
+            pl = plan(p, solver, costs=costs, scenario=sc.to_dict(), time_limit=cfg.time_limit, workers=1,
+                      seed=cfg.seed, strict=False)
+            r = pl.result
             row = {"scenario": name, "solver": solver, **{k: v for k, v in r.summary().items() if k != "name"}}
-            if r.has_plan:
+            if pl.ok:
                 path = folder / f"{name}-{solver}.json"
-                write_plan(path, p, r, sc.to_dict(), costs)
+                pl.save(path)
                 row |= {"plan": str(path), **_predicted(p, r)}
             rows.append(row)
         if name == "performance":
@@ -133,7 +139,7 @@ def _predicted(p, r) -> dict:
     if not r.has_plan:
         return {}
     ev = evaluate(p, r.assignment)
-    return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": ev.error / p.normaliser}
+    return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": p.relative(ev.error)}
 
 
 def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, str]:
@@ -143,8 +149,10 @@ def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, str]:
 
     figs = {}
     for goal, ylabel in (("performance", "predicted latency per pass (s)"), ("energy", "predicted energy per pass (J)")):
-        p = build_problem(costs, load_scenario(formulations_dir() / f"{goal}.toml"))
-        df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed)
+        sc = load_scenario(formulations_dir() / f"{goal}.toml")
+        p = build_problem(costs, sc)
+        df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed,
+                          costs=costs, scenario=sc.to_dict())
         write(out / f"pareto-{goal}", df, plans, p, ylabel)
         figs[goal] = str(out / f"pareto-{goal}" / "pareto.png")
     return figs
@@ -157,13 +165,14 @@ def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profil
     """
     from .execute.pipeline import context_from_folders, run_baselines, run_plan, validate_execution
     from .execute.report import write_report
+    from .planfile import load_plan
 
     ctx = context_from_folders(costs, calib, cfg.model, cfg.heldout, cfg.seq_len, cfg.seed, profile=str(profile))
     done = {"baselines": run_baselines(ctx, ["int8-rtn", "int4-rtn"]), "reports": {}, "measured": {}}
     for row in rows:
         if "plan" not in row:
             continue
-        plan = json.loads(Path(row["plan"]).read_text())
+        plan = load_plan(row["plan"], costs).to_dict()
         ex, metrics = run_plan(ctx, plan, "rtn")
         rep = validate_execution(ctx, plan, ex, metrics, None, {"plan": row["plan"], "costs": str(costs)})
         key = f"{row['scenario']}-{row['solver']}"

@@ -123,14 +123,19 @@ def test_cli_pareto(tmp_path, costs, capsys):
         ok = h["objective"].notna().to_numpy()
         assert (h["objective"].to_numpy()[ok] >= ex["objective"].to_numpy()[ok] * (1 - 1e-9)).all()
     assert not df.loc[df["solver"] == "cpsat", "dominated"].all()
-    assert all((tmp_path / "front" / f).is_file() for f in df["plan"].dropna())
+    from halo_opt.planfile import load_plan
+
+    for f, b in zip(df["plan"], df["budget"]):  # every point is a plan file of these costs, for its budget
+        if f is not None:
+            pl = load_plan(tmp_path / "front" / f, costs)
+            assert pl.scenario["budget"] == b and pl.predicted.error_rel <= b * (1 + 1e-9)
 
 
 def test_energy_cap_sweep(costs, tmp_path):
     from halo_opt.solve.pareto import sweep, write
 
     p = build_problem(costs, load_scenario(formulations_dir() / "performance.toml").with_overrides(budget=0.05))
-    df, plans = sweep(p, ["cpsat", "lagrange"], points=4, param="energy_cap", time_limit=10)
+    df, plans = sweep(p, ["cpsat", "lagrange"], points=4, param="energy_cap", time_limit=10, costs=costs)
     ex = df[df["solver"] == "cpsat"].sort_values("energy_cap")
     ok = ex["objective"].notna().to_numpy()
     assert ok[-1] and (ex["energy_j"][ok] <= ex["energy_cap"][ok] * (1 + 1e-9)).all()

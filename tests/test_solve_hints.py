@@ -1,6 +1,6 @@
-"""CP-SAT hints and the Lagrangian primal: a hint solved on :func:`cpsat.hint_problem` fits the
-integer-scaled rows; a feasible hint is never lost when CP-SAT's search yields nothing;
-lagrange is never worse than greedy; the shrunk-budget hint stays within its slack."""
+"""CP-SAT hints and the Lagrangian primal: a feasible plan fits the outer integer-scaled rows;
+a feasible hint is never lost when CP-SAT's search yields nothing; lagrange is never worse
+than greedy; the hinted solve keeps a valid bound."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ SEEDS = [s for s in range(200) if random_problem(s).layer_budget is None][:80]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_hint_problem_plans_fit_the_scaled_rows(seed):
+def test_feasible_plans_fit_the_outer_scaled_rows(seed):
+    """The outer integer model is a relaxation: every plan evaluate accepts (here the Lagrangian
+    plan, used as CP-SAT's hint) meets its rows, so the hint is never discarded."""
     p = random_problem(seed)
-    q = cpsat.hint_problem(p)
-    assert q.budget <= p.budget and q.energy_cap <= p.energy_cap and q.latency_cap <= p.latency_cap
-    a = lagrange.solve(q, time_limit=5).assignment
+    a = lagrange.solve(p, time_limit=5).assignment
     if a is None:
         return
     m = build(p)
-    rows, _ = cpsat.scaled_rows(m, m.ub.astype(np.int64))
+    rows, _ = cpsat.scaled_rows(m, m.ub.astype(np.int64), "outer")
     x = np.rint(encode(p, m, a)).astype(np.int64)
     for cols, coefs, lo, hi in rows:
         v = int((coefs * x[cols]).sum())
@@ -45,7 +45,9 @@ def test_feasible_hint_is_kept_when_cpsat_finds_nothing(monkeypatch):
 
     p = next(random_problem(s) for s in SEEDS if lagrange.solve(random_problem(s), time_limit=5).has_plan)
     h = lagrange.solve(p, time_limit=5).assignment
-    monkeypatch.setattr(cp_model.CpSolver, "Solve", lambda self, model, *a, **k: cp_model.UNKNOWN)
+    from ortools.sat import cp_model_pb2
+
+    monkeypatch.setattr(cpsat, "_run", lambda solver, mdl: (cp_model.UNKNOWN, cp_model_pb2.CpSolverResponse()))
     r = cpsat.solve(p, time_limit=5, workers=1, hint=h)
     assert r.has_plan and r.status == "feasible" and r.info["incumbent"] == "hint"
     assert np.array_equal(r.assignment.counts, h.counts) and np.array_equal(r.assignment.level, h.level)

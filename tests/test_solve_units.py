@@ -130,7 +130,7 @@ def test_cpsat_reports_scaling_and_is_deterministic():
     assert a.status == b.status == "optimal"
     np.testing.assert_array_equal(a.assignment.counts, b.assignment.counts)
     assert a.objective == pytest.approx(m.objective, rel=1e-6)
-    assert 0 < a.info["budget_loss"] < 1e-6 * p.budget and a.info["objective_scaling_error"] >= 0
+    assert 0 < a.info["budget_band"] < 1e-9 * p.budget and a.info["objective_scaling_error"] >= 0
     lg = lagrange.solve(p)
     assert lg.bound <= a.objective * (1 + 1e-9) and lg.objective >= a.objective * (1 - 1e-9)
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..planfile import save_plan
 from ..errors import UserError
 from . import app
 
@@ -35,7 +36,7 @@ def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export
     with atomic_path(out) as tmp:
         tmp.mkdir()
         write_report(tmp, rep)
-        write_json(tmp / "plan.json", plan)
+        save_plan(tmp / "plan.json", plan)
         for k, v in (extra or {}).items():
             write_json(tmp / k, v)
         if export in ("ct", "both"):

@@ -28,28 +28,21 @@ def plan(
     solver: str = typer.Option("cpsat", "--solver", help="cpsat | milp | relax | lagrange | greedy | halo"),
     out: Path = typer.Option(Path("plan.json"), "--out", help="plan file to write"),
     budget: Optional[float] = typer.Option(None, "--budget", help="relative error budget ε (overrides the scenario)"),
-    time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s"),
-    workers: int = typer.Option(2, "--workers", help="solver threads"),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s (cpsat: deterministic units ≈ s of one core)"),
+    workers: int = typer.Option(1, "--workers", help="solver threads (1: deterministic; more: CP-SAT's parallel portfolio, not deterministic)"),
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
 ) -> None:
-    """Solve one scenario and write plan.json."""
-    from ..solve import get_solver, solve_hinted
-    from ..solve.infeasible import diagnose, explain
-    from ..solve.plan import write_plan
+    """Solve one scenario and write plan.json (same inputs and seed: the same bytes)."""
+    from ..solve import get_solver
+    from ..solve.planner import plan as make_plan
 
     get_solver(solver)  # unknown solver: one line, before any work
     if time_limit <= 0 or workers < 1:
         raise UserError("--time-limit must be > 0 and --workers >= 1")
     sc, p = _load(scenario, costs, budget)
-    msg = diagnose(p)
-    if msg:
-        raise UserError(msg)
-    r = solve_hinted(p, solver, time_limit=time_limit, workers=workers, seed=seed)
-    if r.status == "infeasible":
-        raise UserError(r.info.get("reason") or explain(p))
-    if not r.has_plan:
-        raise UserError(f"solver {solver} found no plan ({r.status}) in {time_limit:g} s; raise --time-limit or try --solver lagrange")
-    write_plan(out, p, r, sc.to_dict(), costs)
+    pl = make_plan(p, solver, costs=costs, scenario=sc.to_dict(), time_limit=time_limit, workers=workers, seed=seed)
+    pl.save(out)
+    r = pl.result
     notes = "".join(f", {k} {r.info[k]}" for k in ("incumbent", "bound_from") if k in r.info)
     typer.echo(f"{solver}: {r.status} objective {r.objective:.6g} bound {r.bound:.6g} gap {r.gap:.2e} "
                f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains{notes}) -> {out}")
@@ -77,7 +70,8 @@ def pareto(
     if points < 2 or workers < 1 or time_limit <= 0:
         raise UserError("--points must be >= 2, --workers >= 1 and --time-limit > 0")
     sc, p = _load(scenario, costs, None)
-    df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed, progress=True)
+    df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed,
+                      progress=True, costs=costs, scenario=sc.to_dict())
     ylabel = {"latency": "latency per pass (s)", "energy": "energy per pass (J)"}.get(sc.objective, "weighted objective (× baseline)")
     write(out, df, plans, p, ylabel, param=sweep_over)
     n_ok = int(df["objective"].notna().sum())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..planfile import save_plan
 from ..artifacts import atomic_path, provenance, read_json, sha256_file, write_json
 from ..errors import UserError, require
 from .apply import QuantLayer
@@ -55,7 +56,7 @@ def _module_names(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) ->
 
 
 def _finish(tmp: Path, plan: dict, kind: str, extra: dict) -> None:
-    write_json(tmp / "plan.json", plan)
+    save_plan(tmp / "plan.json", plan)
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     write_json(tmp / MANIFEST, {"meta": provenance(plan_costs_sha256=plan.get("meta", {}).get("costs_sha256")),
                                  "format": kind, "files": files, **extra})

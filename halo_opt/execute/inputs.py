@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import find_key, read_json, read_parquet, sha256_file
+from ..artifacts import find_key
 from ..errors import UserError, require
 
 
@@ -45,35 +45,19 @@ class CostFolder:
 
 
 def load_costs(path: str | Path) -> CostFolder:
-    """Load a cost folder; missing/corrupt files become a one-line UserError."""
-    p = Path(path)
-    require(p.is_dir(), f"cost folder {p} not found; run `halo-opt costs` first or fix --costs")
-    meta = read_json(p / "meta.json", "cost metadata")
-    cb = read_json(p / "codebooks.json", "codebooks")
-    lv = read_json(p / "levels.json", "levels")
-    try:
-        codebooks = {c["name"]: c for c in cb["codebooks"]}
-        levels = {v["name"]: v for v in lv["levels"]}
-        compat = lv["compat"]
-    except (KeyError, TypeError):
-        raise UserError(f"cost folder {p}: codebooks.json/levels.json lack 'codebooks'/'levels'/'compat'; regenerate with `halo-opt costs`") from None
-    tiles = read_parquet(p / "tiles.parquet", "tile table")
-    need = {"tile", "layer", "row0", "row1", "col0", "col1", "macs"}
-    require(need <= set(tiles.columns), f"{p / 'tiles.parquet'} lacks columns {sorted(need - set(tiles.columns))}; regenerate it")
-    tiles = tiles.sort_values("tile").reset_index(drop=True)
-    require((tiles["tile"].to_numpy() == np.arange(len(tiles))).all(), f"{p / 'tiles.parquet'}: tile ids are not 0..G-1; regenerate it")
-    errors = read_parquet(p / "errors.parquet", "error table").sort_values("tile").reset_index(drop=True)
-    latency = read_parquet(p / "latency.parquet", "latency table") if (p / "latency.parquet").exists() else pd.DataFrame(columns=["layer", "level", "seconds"])
-    return CostFolder(p, meta, sha256_file(p / "meta.json"), read_parquet(p / "layers.parquet", "layer table"),
-                      tiles, errors, latency, codebooks, levels, compat)
+    """Load a cost folder through its one reader (:func:`halo_opt.costfolder.load_costs`)."""
+    from ..costfolder import load_costs as _load
+
+    c = _load(path)
+    return CostFolder(c.path, c.meta, c.sha256, c.layers, c.tiles, c.errors, c.latency,
+                      {b["name"]: b for b in c.codebooks}, {v["name"]: v for v in c.levels}, c.compat)
 
 
 def load_plan(path: str | Path) -> dict:
-    """Read plan.json (contract §6) and check its shape."""
-    plan = read_json(path, "plan")
-    for key in ("meta", "codebooks", "domains", "tile_codebook"):
-        require(isinstance(plan, dict) and key in plan, f"plan {path} has no '{key}'; regenerate it with `halo-opt plan`")
-    return plan
+    """Read plan.json (contract §6) through its one owner, :func:`halo_opt.planfile.load_plan`."""
+    from ..planfile import load_plan as _load
+
+    return _load(path).to_dict()
 
 
 def check_plan(plan: dict, costs: CostFolder, layers: list[str] | None = None) -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..costfolder import nominal_level
 from ..errors import UserError, require
 from .apply import add_damping, block_diag_error
 from .evaluate import Evaluator
@@ -123,15 +124,13 @@ def _run_masks(ctx: Context, model: torch.nn.Module):
 
 def baseline_cost(ctx: Context, plan: dict) -> dict:
     """Latency/energy of the hardware-agnostic baseline: ``full`` codebook at the nominal level
-    (voltage closest to v0 among levels ``full`` meets, fastest first)."""
+    (:func:`halo_opt.costfolder.nominal_level`)."""
     c = ctx.costs
     if "full" not in c.codebooks:
         return {"latency_s": float("nan"), "energy_j": float("nan")}
-    v0 = float(c.meta.get("v0", 1.0))
-    ok = [v for v in c.levels if c.compat.get("full", {}).get(v) is not None]
-    if not ok:
+    if not any(x is not None for x in c.compat.get("full", {}).values()):
         return {"latency_s": float("nan"), "energy_j": float("nan")}
-    nominal = min(ok, key=lambda v: (abs(float(c.levels[v]["voltage_v"]) - v0), -float(c.levels[v]["freq_hz"])))
+    nominal = nominal_level(list(c.levels.values()), c.compat, float(c.meta["v0"]))
     base = dict(plan, domains=[dict(d, level=nominal) for d in plan["domains"]])
     tiles = c.tiles.assign(energy_planned_fj=c.codebooks["full"]["energy_fj"], energy_realized_fj=c.codebooks["full"]["energy_fj"])
     hist = {g: {q: 1 for q in c.codebooks["full"]["codes"]} for g in tiles["tile"]}

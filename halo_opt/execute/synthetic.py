@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import sha256_file, write_json, write_parquet
+from ..artifacts import sha256_file, write_json
+from ..costfolder import save_costs
 
 CODEBOOKS = {
     "full": list(range(-8, 8)),
@@ -108,16 +109,10 @@ def write_costs(folder: str | Path, weights: dict[str, torch.Tensor], H: dict[st
             "family": "synthetic"} for k, v in codebooks.items()]
     compat = {c["name"]: {L["name"]: (1e12 / L["freq_hz"] - c["delay_ps"]) if c["delay_ps"] <= 1e12 / L["freq_hz"] else None
                           for L in LEVELS} for c in cbs}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(folder / "layers.parquet", pd.DataFrame(lrows))
-    write_parquet(folder / "tiles.parquet", pd.DataFrame(trows))
-    write_parquet(folder / "errors.parquet", pd.DataFrame(erows))
-    write_parquet(folder / "latency.parquet", pd.DataFrame(latrows))
-    write_json(folder / "codebooks.json", {"meta": {}, "codebooks": cbs})
-    write_json(folder / "levels.json", {"levels": LEVELS, "compat": compat})
-    write_json(folder / "meta.json", {"inputs": {"model_sha256": "synthetic", "profile_sha256": "toy"}, "tile": [R, C],
-                                      "normaliser": float(sum(r["tr_WHW"] for r in lrows)), "v0": 0.9,
-                                      "switch": {"time_s": 1e-6, "energy_j": 1e-9}})
+    save_costs(folder, {"inputs": {"model_sha256": "synthetic", "profile_sha256": "toy"}, "tile": [R, C],
+                        "normaliser": float(sum(r["tr_WHW"] for r in lrows)), "v0": 0.9,
+                        "switch": {"time_s": 1e-6, "energy_j": 1e-9}},
+               pd.DataFrame(lrows), pd.DataFrame(trows), pd.DataFrame(erows), pd.DataFrame(latrows), cbs, LEVELS, compat)
     return folder
 
 
@@ -129,8 +124,11 @@ def make_plan(costs_dir: str | Path, tile_codebook: list[str] | Callable[[int], 
     tc = [tile_codebook(g) for g in range(len(c.tiles))] if callable(tile_codebook) else list(tile_codebook)
     layers = list(dict.fromkeys(c.tiles["layer"]))
     lv = {l: (levels if isinstance(levels, str) else levels[l]) for l in layers}
-    return {"meta": {"costs_sha256": sha256_file(Path(costs_dir) / "meta.json"), "model_sha256": "synthetic", "profile_sha256": "toy"},
-            "scenario": {}, "solver": {"name": "synthetic", "status": "FEASIBLE"},
-            "predicted": {}, "levels": {L["name"]: {"voltage_v": L["voltage_v"], "freq_hz": L["freq_hz"]} for L in LEVELS},
-            "codebooks": {k: c.codebooks[k]["codes"] for k in sorted(set(tc))},
-            "domains": [{"domain": l, "layers": [l], "level": lv[l]} for l in layers], "tile_codebook": tc}
+    from ..planfile import validate
+
+    return validate({"format_version": 2,
+                     "meta": {"costs_sha256": sha256_file(Path(costs_dir) / "meta.json"), "model_sha256": "synthetic", "profile_sha256": "toy"},
+                     "scenario": {}, "solver": {"name": "synthetic", "status": "feasible"},
+                     "levels": {L["name"]: {"voltage_v": L["voltage_v"], "freq_hz": L["freq_hz"]} for L in LEVELS},
+                     "codebooks": {k: c.codebooks[k]["codes"] for k in sorted(set(tc))},
+                     "domains": [{"domain": l, "layers": [l], "level": lv[l]} for l in layers], "tile_codebook": tc}).to_dict()

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import UserError
-from .problem import RTOL, Assignment, Problem
+from .problem import Assignment, Problem, cap_tol
 from .result import Result, finish
 
 
@@ -26,7 +26,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
     tg = np.repeat(np.arange(p.G), p.count)  # tile → group
     T = len(tg)
     best, best_a = math.inf, None
-    le_of = lambda x, cap: x <= cap * (1 + RTOL) + 1e-300  # noqa: E731
+    le_of = lambda x, cap: x <= cap_tol(cap)  # noqa: E731  (evaluate's rule)
     for lv in itertools.product(range(p.V), repeat=p.L):
         lv = np.array(lv)
         nsw = int((lv[1:] != lv[:-1]).sum())
@@ -67,4 +67,4 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
             best_a = Assignment(counts, lv)
     if best_a is None:
         return finish(p, "brute", None, math.inf, t0, status="infeasible")
-    return finish(p, "brute", best_a, best, t0, proven_optimal=True)
+    return finish(p, "brute", best_a, best, t0)

@@ -15,36 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import read_json, read_parquet
+from ..costfolder import BASELINE_CODEBOOK, load_costs
 from ..errors import UserError
 from .problem import Problem, aggregate
 from .scenario import Scenario, resolve_names
-
-
-def read_costs(costs_dir: str | Path) -> dict:
-    d = Path(costs_dir)
-    if not d.is_dir():
-        raise UserError(f"costs folder {d} not found; run `halo-opt costs` first or check the path")
-    out = {
-        "meta": read_json(d / "meta.json", "costs meta"),
-        "layers": read_parquet(d / "layers.parquet", "layers table"),
-        "tiles": read_parquet(d / "tiles.parquet", "tiles table"),
-        "errors": read_parquet(d / "errors.parquet", "errors table"),
-        "latency": read_parquet(d / "latency.parquet", "latency table"),
-        "codebooks": read_json(d / "codebooks.json", "codebooks file"),
-        "levels": read_json(d / "levels.json", "levels file"),
-    }
-    for key, cols in {"layers": ["layer", "order", "tr_WHW"], "tiles": ["tile", "layer", "macs"],
-                      "errors": ["tile"], "latency": ["layer", "level", "seconds"]}.items():
-        miss = [c for c in cols if c not in out[key].columns]
-        if miss:
-            raise UserError(f"{key}.parquet in {d} lacks columns {miss}; regenerate the costs with `halo-opt costs`")
-    for k in ("normaliser", "v0"):
-        v = out["meta"].get(k)
-        if not isinstance(v, (int, float)) or not v > 0:
-            raise UserError(f"costs meta.json in {d} has no positive {k!r} (got {v!r}); regenerate the costs "
-                            f"with `halo-opt costs` from a MAC profile that records v0")
-    return out
 
 
 def _domains(layers: list[str], sc: Scenario) -> list[int]:
@@ -90,46 +64,40 @@ def _domains(layers: list[str], sc: Scenario) -> list[int]:
 
 
 def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
-    cd = read_costs(costs_dir)
-    meta, sc = cd["meta"], scenario
-    layers_df = cd["layers"].sort_values("order").reset_index(drop=True)
+    cd = load_costs(costs_dir)
+    meta, sc = cd.meta, scenario
+    layers_df = cd.layers.sort_values("order").reset_index(drop=True)
     layer_names = [str(x) for x in layers_df["layer"]]
     lidx = {n: i for i, n in enumerate(layer_names)}
-    if sc.tile is not None and "tile" in meta and list(meta["tile"]) != list(sc.tile):
+    if sc.tile is not None and meta.get("tile") is not None and list(meta["tile"]) != list(sc.tile):
         raise UserError(f"scenario tile {sc.tile} differs from the cost tables' tile {meta['tile']}; "
                         f"rerun `halo-opt costs` with that tile size or drop `tile` from the scenario")
-    cbs = cd["codebooks"]["codebooks"] if isinstance(cd["codebooks"], dict) else cd["codebooks"]
+    cbs = cd.codebooks
     cb_names = [c["name"] for c in cbs]
-    lv = cd["levels"]
-    lv_list = lv["levels"]
+    lv_list = cd.levels
     lv_names = [x["name"] for x in lv_list]
     volt = np.array([x["voltage_v"] for x in lv_list], float)
-    v0 = float(meta["v0"])
-    nominal = lv_names[int(np.abs(volt - v0).argmin())] if lv_names else None
+    v0 = cd.v0
+    nominal = cd.nominal_level()
     int4 = [c["name"] for c in cbs if len(c["codes"]) == 16 and np.all(np.diff(sorted(c["codes"])) == 1)]
     aliases = {"nominal": nominal} | ({"int4": int4[0]} if int4 else {})
     keep_c = resolve_names(sc.codebooks, cb_names, aliases, "codebook")
     keep_v = resolve_names(sc.levels, lv_names, {"nominal": nominal}, "level")
 
-    tiles = cd["tiles"].sort_values("tile").reset_index(drop=True)
+    tiles = cd.tiles
     T = len(tiles)
-    if not np.array_equal(tiles["tile"].to_numpy(), np.arange(T)):
-        raise UserError("tiles.parquet: `tile` must be 0..G-1; regenerate the costs")
     tl = tiles["layer"].astype(str).map(lidx)
     if tl.isna().any():
         bad = sorted(set(tiles["layer"].astype(str)[tl.isna()]))
         raise UserError(f"tiles.parquet names layers missing from layers.parquet: {bad[:3]}; regenerate the costs")
     tile_layer = tl.to_numpy(np.int64)
-    errs = cd["errors"].set_index("tile").reindex(np.arange(T))
-    miss = [n for n in cb_names if n not in errs.columns]
-    if miss or errs.isna().any().any():
-        raise UserError(f"errors.parquet lacks codebooks {miss} or some tiles; regenerate the costs")
+    errs = cd.errors.set_index("tile").reindex(np.arange(T))
     err_all = errs[cb_names].to_numpy(np.float64)
     efj = np.array([c["energy_fj"] for c in cbs], float)
     macs = tiles["macs"].to_numpy(np.float64)
     en_all = macs[:, None] * efj[None, :] * 1e-15
 
-    lat_df = cd["latency"]
+    lat_df = cd.latency
     lat_layer = np.full((len(layer_names), len(lv_names)), np.nan)
     li = lat_df["layer"].astype(str).map(lidx)
     vi = lat_df["level"].astype(str).map({n: i for i, n in enumerate(lv_names)})
@@ -140,12 +108,12 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         raise UserError("latency.parquet lacks some (layer, level) rows; regenerate the costs")
     compat_all = np.zeros((len(cb_names), len(lv_names)), bool)
     for ci, n in enumerate(cb_names):
-        row = lv.get("compat", {}).get(n, {})
+        row = cd.compat.get(n, {})
         for vi_, m in enumerate(lv_names):
             compat_all[ci, vi_] = row.get(m) is not None
 
     # hardware-agnostic baseline (full at nominal) for weighted objectives
-    full = cb_names.index("full") if "full" in cb_names else int(err_all.sum(0).argmin())
+    full = cb_names.index(BASELINE_CODEBOOK) if BASELINE_CODEBOOK in cb_names else int(err_all.sum(0).argmin())
     vn = lv_names.index(nominal)
     leak_all = np.array([x.get("leak_power_w", 0.0) for x in lv_list], float)
     lat_base = float(lat_layer[:, vn].sum())
@@ -181,12 +149,12 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
                 if rx.search(n):
                     layer_budget[i] = min(layer_budget[i], float(eps) * tr[i])
     tile_group, count, gd, gl, ge, gE = aggregate(layer_dom[tile_layer], tile_layer, err, en)
-    sw = meta.get("switch", {}) or {}
+    sw = meta.get("switch") or {}
     return Problem(
         count=count, group_domain=gd, group_layer=gl, err=ge, energy_dyn=gE,
         lat=lat[:, keep_v], voltage=volt[keep_v], v0=v0, leak_w=leak_all[keep_v],
         compat=compat_all[np.ix_(keep_c, keep_v)],
-        budget=float(sc.budget) * normaliser, normaliser=normaliser,
+        normaliser=normaliser,
         energy_cap=math.inf if sc.energy_cap_j is None else float(sc.energy_cap_j),
         latency_cap=math.inf if sc.latency_cap_s is None else float(sc.latency_cap_s),
         max_levels=sc.max_levels, max_switches=sc.max_switches,
@@ -195,4 +163,4 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         freq_hz=np.array([x["freq_hz"] for x in lv_list], float)[keep_v],
         codebook_names=[cb_names[i] for i in keep_c], level_names=[lv_names[i] for i in keep_v],
         domain_names=dom_names, layer_names=layer_names, domain_layers=dom_layers,
-    )
+    ).with_budget(sc.budget)

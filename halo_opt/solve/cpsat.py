@@ -1,18 +1,29 @@
 """Exact solve with OR-Tools CP-SAT on the integer-scaled model of :mod:`.model`.
 
-Scaling (CP-SAT needs integers):
-- "≤ cap" rows (error budget, per-layer budgets, energy and latency caps) with float
-  coefficients ``a`` and right-hand side ``b > 0`` are scaled by ``S = R/b``:
-  ``Σ ceil(a·S)·x ≤ floor(b·S)`` — conservative, so a CP-SAT-feasible plan is feasible in
-  float. The slack this can cost is at most ``Σ_i ub_i / S`` (reported as ``*_loss`` in
-  ``info``, in the row's units); the reported bound is exact for the cap reduced by that.
-- objective coefficients ``c`` are rounded to nearest at scale ``S_o = R_o / Σ|c|·ub``; the
-  objective of any plan moves by at most ``δ = ½·Σ_i ub_i / S_o`` (``info["objective_scaling_error"]``);
-  the reported bound is ``bound_int/S_o − δ`` (valid), the objective is re-evaluated in float.
+CP-SAT needs integers; every claim it makes is kept true for the float problem:
 
-Determinism: same problem, ``seed`` and ``workers`` → same plan when the search completes
-(status optimal) or with ``workers=1``; with ``workers>1`` and a binding time limit the
-incumbent may depend on thread timing (CP-SAT portfolio).
+- "≤ cap" rows (error budget, per-layer budgets, energy and latency caps) use the evaluator's
+  cap ``b' = cap·(1+RTOL)`` (:func:`.problem.cap_tol`) scaled by ``S = min(2⁶⁰/Σ_row ub, 2⁵³)/b'``.
+  The *outer* model rounds coefficients down (``Σ floor(a·S)·x ≤ floor(b'·S)``): a relaxation of
+  the float problem, so its "infeasible" and its bound hold for every plan :func:`.problem.evaluate`
+  accepts. Its plans can exceed ``b'`` by at most ``Σ_row ub / S`` (``*_band`` in ``info``,
+  ~1e-10 relative for 10⁴ tiles); every plan is checked by ``evaluate``, and one that fails
+  sends the search to the *inner* model (coefficients rounded up, cap ``cap·(1+RTOL/2)``:
+  every plan of it passes) with the outer bound kept.
+- objective coefficients ``c ≥ 0`` are rounded to nearest at scale ``S_o = 2⁵³ / Σ c·ub``; a
+  plan's objective moves by at most ``δ = ½·units/S_o`` (``units`` = the most variable units a
+  plan sets: Σ count + 2L + V), so the bound is ``bound_int/S_o − δ``. When ``δ`` keeps the gap
+  above :data:`.result.OPT_GAP` (costs spanning many orders of magnitude) the search repeats
+  near the incumbent ``f``: variables with ``c > f`` are fixed to 0 (no better plan uses them)
+  and the objective is rescaled over the rest, until the gap closes, nothing changes, or the
+  time is spent. ``info["objective_scaling_error"]`` is the last ``δ``.
+
+Determinism: with ``workers=1`` (the default of every caller) CP-SAT searches on one thread
+under a *deterministic* time limit of ``time_limit`` units (≈ seconds of one unloaded core),
+with a wall-clock safety stop at 4×: same problem, hint and ``seed`` → same plan unless that
+wall stop fires (``info["wall_stop"]``). ``workers > 1`` runs CP-SAT's parallel portfolio
+(LP-heavy workers first): often faster, not deterministic. (CP-SAT's deterministic parallel
+mode, ``interleave_search``, was 15–35× slower on the synthetic ``tiny`` energy model.)
 """
 
 from __future__ import annotations
@@ -23,64 +34,55 @@ import time
 import numpy as np
 
 from .model import build, decode, encode
-from .problem import Problem, evaluate
-from .result import Result, finish
+from .problem import RTOL, Problem, evaluate
+from .result import OPT_GAP, Result, finish
 
-R_ROW = 1e9  # resolution of scaled "≤" rows
+ROW_RES = 2.0**60  # (rhs + 1)·Σ ub of a scaled cap row stays below 2⁶¹ (CP-SAT checks int64 overflow)
+OBJ_RES = 2.0**53
 #: Above this many variables presolve runs light (no probing, no symmetry, no inclusion search):
 #: on multiple-choice knapsacks of 10⁴–10⁵ Booleans full presolve alone outlasts a 20 s limit
 #: (probing adds ~10⁶ binary clauses) and the search never starts, not even from a feasible hint.
 LIGHT_PRESOLVE_VARS = 20_000
 INT_MAX = 2**62
+CAP_KINDS = ("budget", "layer_budget", "energy", "latency")
+WALL_FACTOR = 4.0
+MAX_ROUNDS = 4
 PORTFOLIO = ("max_lp", "core", "default_lp", "quick_restart", "reduced_costs", "pseudo_costs", "no_lp", "lb_tree_search")
 
 
-def scaled_rows(m, ub: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray, int, int]], dict]:
-    """Integer rows ``(cols, coefs, lo, hi)`` of the linear model (scaling in the module docstring)
-    and the worst-case slack ``*_loss`` each kind of "≤ cap" row can cost."""
+def scaled_rows(m, ub: np.ndarray, mode: str = "outer") -> tuple[list[tuple[np.ndarray, np.ndarray, int, int]], dict]:
+    """Integer rows ``(cols, coefs, lo, hi)`` of the linear model: ``mode`` "outer" (relaxation)
+    or "inner" (restriction), see the module docstring; and each cap kind's ``*_band``."""
     A = m.A.tocsr()
-    cap_rows = np.array([k in ("budget", "layer_budget", "energy", "latency") for k in m.kind], bool)
+    cap_rows = np.array([k in CAP_KINDS for k in m.kind], bool)
     integral = A[~cap_rows] if cap_rows.any() else A
     if integral.nnz and not np.allclose(integral.data, np.rint(integral.data)):
         raise AssertionError("non-integral coefficients in an assignment/K/switch row")
-    rows, loss = [], {}
+    rows, band = [], {}
     for r in range(A.shape[0]):
         cols = A.indices[A.indptr[r]:A.indptr[r + 1]]
         vals = A.data[A.indptr[r]:A.indptr[r + 1]]
         lo, hi = m.lo[r], m.hi[r]
         if cap_rows[r]:
             if hi <= 0:
-                coef, rhs, lss = (vals > 0).astype(np.int64), 0, 0.0
+                coef, rhs, b = (vals > 0).astype(np.int64), 0, 0.0
             else:
-                S = min(R_ROW, INT_MAX / max(1.0, ub[cols].sum()) / 2) / hi
-                rhs = int(math.floor(hi * S))
-                coef = np.minimum(np.ceil(vals * S), rhs + 1).astype(np.int64)
-                lss = float(ub[cols].sum()) / S
-            key = f"{m.kind[r]}_loss"
-            loss[key] = max(loss.get(key, 0.0), lss)
+                cap = hi * (1 + (RTOL if mode == "outer" else RTOL / 2))
+                n_ub = max(1.0, float(ub[cols].sum()))
+                S = min(ROW_RES / n_ub, 2.0**53) / cap  # rhs ≤ 2⁵³: exact in float64
+                rhs = int(math.floor(cap * S))
+                coef = np.floor(vals * S) if mode == "outer" else np.ceil(vals * S)
+                coef = np.minimum(np.minimum(coef, 2.0 * rhs + 2).astype(np.int64), rhs + 1)
+                b = n_ub / S
+            key = f"{m.kind[r]}_band"
+            band[key] = max(band.get(key, 0.0), b)
             keep = coef != 0
             rows.append((cols[keep], coef[keep], -INT_MAX, rhs))
         else:
             rows.append((cols, np.rint(vals).astype(np.int64),
                          int(math.ceil(lo)) if math.isfinite(lo) else -INT_MAX,
                          int(math.floor(hi)) if math.isfinite(hi) else INT_MAX))
-    return rows, loss
-
-
-def hint_problem(p: Problem) -> Problem:
-    """``p`` with budget and caps shrunk by twice the rounding slack a *plan* can meet in the
-    scaled rows, so that a plan feasible for it is feasible in CP-SAT's integer model too (a
-    hint CP-SAT can use rather than discard). Each unit of a variable loses < 1/S to ``ceil``, and a
-    plan has at most Σ_g count_g tile counts + L level + V used + L switch units nonzero:
-    slack < (Σ count + 2L + V)/S, relative to the cap (S = R/cap)."""
-    m = build(p)
-    units = float(p.count.sum()) + 2 * p.L + p.V
-    rel = units / min(R_ROW, INT_MAX / max(1.0, m.n_sum_bound) / 2)
-
-    def shrink(v: float) -> float:
-        return v * (1 - 2 * rel) if math.isfinite(v) else v
-
-    return p.replace(budget=shrink(p.budget), energy_cap=shrink(p.energy_cap), latency_cap=shrink(p.latency_cap))
+    return rows, band
 
 
 def _ints(a) -> str:
@@ -100,13 +102,35 @@ def proto_text(ub: np.ndarray, rows, obj: np.ndarray, hint: np.ndarray | None) -
     return "\n".join(parts)
 
 
-def solve(problem: Problem, time_limit: float = 60.0, workers: int = 2, seed: int = 0, hint=None,
+def _params(solver, n_vars: int, time_limit: float, workers: int, seed: int, progress: bool) -> None:
+    prm = solver.parameters
+    prm.max_deterministic_time = max(0.01, time_limit)
+    prm.max_time_in_seconds = max(0.05, WALL_FACTOR * time_limit)
+    prm.num_workers = max(1, int(workers))
+    if 2 <= workers <= len(PORTFOLIO):  # parallel portfolio: faster, not deterministic
+        prm.subsolvers.extend(PORTFOLIO[:workers])
+    prm.random_seed = int(seed)
+    prm.log_search_progress = bool(progress)
+    prm.linearization_level = 2  # the LP relaxation carries this model (knapsack rows)
+    prm.absolute_gap_limit = 0.0
+    if n_vars > LIGHT_PRESOLVE_VARS:
+        prm.cp_model_probing_level = 0
+        prm.symmetry_level = 0
+        prm.presolve_inclusion_work_limit = 0
+
+
+def _run(solver, mdl):
+    """(status, response) of one CP-SAT solve (a seam for tests)."""
+    st = solver.Solve(mdl)
+    return st, solver.ResponseProto()
+
+
+def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None,
           progress: bool = False) -> Result:
     """Exact solve; ``hint`` (an Assignment, e.g. the Lagrangian plan) seeds the search. If CP-SAT
-    ends without an incumbent of its own (presolve of 10⁵+ variables can outlast a short time
-    limit) and the hint is a feasible plan, the hint is returned as the incumbent
-    (``info["incumbent"] = "hint"``, no bound; :func:`..solve_hinted` adds the Lagrangian one):
-    it is the best plan known."""
+    ends without a plan of its own and the hint passes :func:`evaluate`, the hint is returned
+    (``info["incumbent"] = "hint"``) with CP-SAT's bound if it has one."""
+    from ortools.sat import cp_model_pb2
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -115,42 +139,63 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 2, seed: in
     if m.dead_domain:
         return finish(p, "cpsat", None, math.inf, t0, status="infeasible")
     ub = m.ub.astype(np.int64)
-    rows, loss = scaled_rows(m, ub)
-    info: dict = {"n_vars": m.n, "n_rows": len(rows), **loss}
-    ref = float((np.abs(m.obj) * m.ub).sum())
-    So = (1e12 / ref) if ref > 0 else 1.0
-    delta = 0.5 * m.n_sum_bound / So if ref > 0 else 0.0
-    info["objective_scaling_error"] = delta
+    units = float(p.count.sum()) + 2 * p.L + p.V
+    info: dict = {"n_vars": m.n, "n_rows": m.A.shape[0], "rounds": 0}
+    best, best_obj, bound, mode = None, math.inf, -math.inf, "outer"
+    if hint is not None and evaluate(p, hint).feasible:
+        best, best_obj = hint, evaluate(p, hint).objective
+        info["incumbent"] = "hint"
     hv = encode(p, m, hint) if hint is not None else None
-    mdl = cp_model.CpModel()
-    mdl.Proto().merge_text_format(proto_text(ub, rows, np.rint(m.obj * So).astype(np.int64), hv))
-    info["build_s"] = time.perf_counter() - t0
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.01, time_limit - (time.perf_counter() - t0))
-    solver.parameters.num_workers = max(1, int(workers))
-    solver.parameters.random_seed = int(seed)
-    solver.parameters.log_search_progress = bool(progress)
-    # the LP relaxation carries this model (knapsack rows): keep LP-heavy workers in a small portfolio
-    solver.parameters.linearization_level = 2
-    if m.n > LIGHT_PRESOLVE_VARS:
-        solver.parameters.cp_model_probing_level = 0
-        solver.parameters.symmetry_level = 0
-        solver.parameters.presolve_inclusion_work_limit = 0
-    if 2 <= workers <= len(PORTFOLIO):
-        for s_ in PORTFOLIO[:workers]:
-            solver.parameters.subsolvers.append(s_)
-    st = solver.Solve(mdl)
-    info["cp_status"] = solver.StatusName(st)
-    if st == cp_model.INFEASIBLE:
-        return finish(p, "cpsat", None, math.inf, t0, status="infeasible", **info)
-    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        if hint is not None and evaluate(p, hint).feasible:  # no bound of CP-SAT's own to report
-            return finish(p, "cpsat", hint, -math.inf, t0, incumbent="hint", **info)
-        return finish(p, "cpsat", None, -math.inf, t0, status="timeout", **info)
-    bound = solver.BestObjectiveBound() / So - delta if ref > 0 else 0.0
-    sol = np.asarray(solver.ResponseProto().solution, np.int64)
-    a = decode(p, m, sol)
-    r = finish(p, "cpsat", a, bound, t0, proven_optimal=(st == cp_model.OPTIMAL), **info)
-    if st != cp_model.OPTIMAL and r.status == "optimal":
-        r.status = "feasible" if r.gap > 1e-9 else "optimal"
-    return r
+    det_left = time_limit
+    wall_end = t0 + WALL_FACTOR * time_limit
+    for rnd in range(MAX_ROUNDS):
+        if rnd and (det_left <= 0.01 or time.perf_counter() >= wall_end):
+            break
+        info["rounds"] = rnd + 1
+        rows, band = scaled_rows(m, ub, mode)
+        info.update(band)
+        ref = float((m.obj * ub).sum())
+        So = OBJ_RES / ref if ref > 0 else 1.0
+        delta = 0.5 * units / So if ref > 0 else 0.0
+        info["objective_scaling_error"] = delta
+        mdl = cp_model.CpModel()
+        oc = np.where(ub > 0, np.rint(np.where(ub > 0, m.obj, 0.0) * So), 0).astype(np.int64)
+        mdl.Proto().merge_text_format(proto_text(ub, rows, oc, hv))
+        solver = cp_model.CpSolver()
+        _params(solver, m.n, det_left, workers, seed, progress)
+        st, resp = _run(solver, mdl)
+        det_left -= resp.deterministic_time
+        info["cp_status"] = cp_model_pb2.CpSolverStatus.Name(int(st))
+        info["wall_stop"] = time.perf_counter() >= wall_end and st not in (cp_model.OPTIMAL, cp_model.INFEASIBLE)
+        if st == cp_model.INFEASIBLE:
+            if mode == "outer" and best is None:  # a relaxation of the float problem: proven
+                return finish(p, "cpsat", None, math.inf, t0, status="infeasible", **info)
+            if mode == "outer":  # every plan better than the incumbent is excluded (numerics): it is optimal
+                bound = max(bound, best_obj)
+            break
+        if mode == "outer" and math.isfinite(resp.best_objective_bound):
+            b = max(0.0, resp.best_objective_bound / So - delta)
+            bound = max(bound, min(b, best_obj))  # after pruning: plans not in the model cost ≥ best_obj
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if st == cp_model.UNKNOWN:
+                info["status"] = "timeout"  # (used only when there is no plan)
+            break
+        a = decode(p, m, np.asarray(resp.solution, np.int64))
+        ev = evaluate(p, a)
+        if ev.feasible and ev.objective <= best_obj:  # CP-SAT's own plan wins ties with the hint
+            best, best_obj = a, ev.objective
+            info.pop("incumbent", None)
+        if not ev.feasible:
+            if mode == "inner":
+                break
+            mode, info["model"] = "inner", "inner"  # the outer plan sits in the rounding band
+            hv = encode(p, m, best) if best is not None else hv
+            continue
+        if best_obj - bound <= OPT_GAP * best_obj or st != cp_model.OPTIMAL or mode == "inner":
+            break
+        # objective rounding limits the gap: fix variables that cost more than the incumbent, rescale
+        new_ub = np.where(m.obj > best_obj, 0, ub)
+        if ref > 0 and delta <= 0.1 * OPT_GAP * best_obj and np.array_equal(new_ub, ub):
+            break
+        ub, hv = new_ub, encode(p, m, best)
+    return finish(p, "cpsat", best, bound, t0, **info)

@@ -34,7 +34,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
     full = p.codebook_names.index("full") if "full" in p.codebook_names else int(mean_err.argmin())
     if not np.isfinite(cb_cost[fast]) or not p.compat[full].any():
         return finish(p, "halo", None, -math.inf, t0)
-    nl = int(p.group_layer.max()) + 1
+    nl = int(p.group_layer.max(initial=0)) + 1
     sens = np.bincount(p.group_layer, weights=p.count * (p.err[:, fast] - p.err[:, full]), minlength=nl)
     total = float((p.count * p.err[:, fast]).sum())
     keep_full = np.zeros(nl, bool)

@@ -1,8 +1,11 @@
 """Which constraint makes a problem infeasible, and the smallest value that would be feasible.
 
 Each single-constraint minimum is exact (a level DP under K and switch limits, other caps
-ignored): the least error, latency and energy any plan can reach. If each constraint alone is
-satisfiable but the problem is not, the message says they conflict jointly.
+ignored): the least error, per-layer error, latency and energy any plan can reach. A domain
+with no tiles runs at any level; a domain with tiles only at levels where each of its tiles
+has a codebook meeting timing. Comparisons use :func:`.problem.cap_tol`, the evaluator's
+rule, so "infeasible" here means no plan passes :func:`.problem.evaluate`. If each constraint
+alone is satisfiable but the problem is not, :func:`explain` says they conflict jointly.
 """
 
 from __future__ import annotations
@@ -12,16 +15,15 @@ import math
 import numpy as np
 
 from .levels import best_levels
-from .problem import Problem
+from .problem import Problem, cap_tol
 
 
 def _per_level_min(p: Problem, tile_val: np.ndarray) -> np.ndarray:
-    """[L, V] Σ_{g∈l} count_g · min_{c compat v} tile_val[g, c] (inf where v admits no codebook)."""
-    out = np.full((p.L, p.V), np.inf)
-    for v in range(p.V):
-        if p.compat[:, v].any():
-            m = np.where(p.compat[:, v][None, :], tile_val, np.inf).min(1)
-            out[:, v] = np.bincount(p.group_domain, weights=p.count * m, minlength=p.L)
+    """[L, V] Σ_{g∈l} count_g · min_{c compat v} tile_val[g, c]; inf where some group of domain l
+    has no codebook meeting timing at v (a domain without tiles: 0 at every level)."""
+    m = np.where(p.compat.T[None, :, :], tile_val[:, None, :], np.inf).min(2) if p.G else np.zeros((0, p.V))  # [G, V]
+    out = np.zeros((p.L, p.V))
+    np.add.at(out, p.group_domain, p.count[:, None] * m)
     return out
 
 
@@ -35,56 +37,75 @@ def min_latency(p: Problem) -> float:
 
 
 def min_energy(p: Problem) -> float:
-    dyn = np.stack([_per_level_min(p, p.energy_dyn)[:, v] * p.sigma[v] for v in range(p.V)], 1)
-    cost = dyn + p.leak_w[None, :] * p.lat
+    cost = _per_level_min(p, p.energy_dyn) * p.sigma[None, :] + p.leak_w[None, :] * p.lat
     return best_levels(cost, p.switch_energy_j, p.max_levels, p.max_switches)[0]
+
+
+def min_layer_error(p: Problem) -> np.ndarray:
+    """[NL] least error of each layer alone: min over the levels its domain can run at."""
+    nl = len(p.layer_budget) if p.layer_budget is not None else int(p.group_layer.max(initial=0)) + 1
+    gm = np.where(p.compat.T[None, :, :], p.err[:, None, :], np.inf).min(2) if p.G else np.zeros((0, p.V))  # [G, V]
+    usable = np.isfinite(_per_level_min(p, p.err))  # [L, V]
+    dom_of_layer = np.full(nl, -1)
+    dom_of_layer[p.group_layer] = p.group_domain  # a layer lies in one domain
+    le = np.zeros((nl, p.V))
+    np.add.at(le, p.group_layer, p.count[:, None] * gm)
+    le = np.where(usable[np.maximum(dom_of_layer, 0)] | (dom_of_layer < 0)[:, None], le, np.inf)
+    return le.min(1) if p.V else np.zeros(nl)
 
 
 def diagnose(p: Problem) -> str | None:
     """A one-line explanation with the fix, or None if no single constraint is infeasible alone."""
-    if not p.compat.any(0).any():
-        return "no codebook meets timing at any allowed level; allow slower levels or more codebooks"
+    dead = ~np.isfinite(_per_level_min(p, p.err)).any(1)
+    if dead.any():
+        d = int(np.flatnonzero(dead)[0])
+        return (f"domain {p.domain_names[d]} has tiles but no allowed level at which a codebook meets timing; "
+                "allow slower levels or more codebooks")
     emin = min_error(p)
-    if emin > p.budget * (1 + 1e-9):
-        n = p.normaliser
+    if emin > cap_tol(p.budget):
         free = p.replace(max_levels=None, max_switches=None)
-        if min_error(free) <= p.budget * (1 + 1e-9):  # the level limits, not the codebooks, bind
+        if min_error(free) <= cap_tol(p.budget):  # the level limits, not the codebooks, bind
             for k in range((p.max_levels or p.V) + 1, p.V + 1):
-                if min_error(p.replace(max_levels=k)) <= p.budget * (1 + 1e-9):
-                    return (f"error budget {p.budget / n:.4g} (relative) cannot be met with K={p.max_levels} levels "
-                            f"(smallest achievable relative error {emin / n:.4g}); raise max_levels to >= {k} "
-                            f"or --budget to >= {emin / n * (1 + 1e-6):.4g}")
-            return (f"error budget {p.budget / n:.4g} (relative) cannot be met with at most {p.max_switches} level switches "
-                    f"(smallest achievable relative error {emin / n:.4g}); raise max_switches or --budget to >= {emin / n * (1 + 1e-6):.4g}")
-        return (f"error budget {p.budget:.3g} (relative {p.budget / n:.4g}) is below the smallest achievable "
-                f"error {emin:.3g} (relative {emin / n:.4g}) with the allowed codebooks and levels; "
-                f"raise --budget to >= {emin / n * (1 + 1e-6):.4g}")
+                if min_error(p.replace(max_levels=k)) <= cap_tol(p.budget):
+                    return (f"error budget {p.relative(p.budget):.4g} (relative) cannot be met with K={p.max_levels} levels "
+                            f"(smallest achievable relative error {p.relative(emin):.4g}); raise max_levels to >= {k} "
+                            f"or --budget to >= {p.relative(emin) * (1 + 1e-6):.4g}")
+            return (f"error budget {p.relative(p.budget):.4g} (relative) cannot be met with at most {p.max_switches} level "
+                    f"switches (smallest achievable relative error {p.relative(emin):.4g}); raise max_switches or --budget "
+                    f"to >= {p.relative(emin) * (1 + 1e-6):.4g}")
+        return (f"error budget {p.budget:.3g} (relative {p.relative(p.budget):.4g}) is below the smallest achievable "
+                f"error {emin:.3g} (relative {p.relative(emin):.4g}) with the allowed codebooks and levels; "
+                f"raise --budget to >= {p.relative(emin) * (1 + 1e-6):.4g}")
     if p.layer_budget is not None:
-        le = np.bincount(p.group_layer, weights=p.count * p.err.min(1), minlength=len(p.layer_budget))
-        bad = np.flatnonzero(le > p.layer_budget * (1 + 1e-9))
+        le = min_layer_error(p)
+        bad = np.flatnonzero(le > cap_tol(p.layer_budget[:len(le)]))
         if len(bad):
-            i = bad[0]
-            return (f"layer {p.layer_names[i]} budget {p.layer_budget[i]:.3g} is below its smallest achievable "
-                    f"error {le[i]:.3g}; raise that layer's budget")
+            i = int(bad[0])
+            name = p.layer_names[i] if i < len(p.layer_names) else str(i)
+            return (f"layer {name} budget {p.layer_budget[i]:.3g} is below its smallest achievable "
+                    f"error {le[i]:.3g} with the allowed codebooks and levels; raise that layer's budget")
     if math.isfinite(p.latency_cap):
         lmin = min_latency(p)
-        if lmin > p.latency_cap * (1 + 1e-9):
+        if lmin > cap_tol(p.latency_cap):
             return (f"latency cap {p.latency_cap:.4g} s is below the smallest achievable latency {lmin:.4g} s "
                     f"(K={p.max_levels}, max switches={p.max_switches}); raise the latency cap to >= {lmin:.4g}")
     if math.isfinite(p.energy_cap):
         en = min_energy(p)
-        if en > p.energy_cap * (1 + 1e-9):
+        if en > cap_tol(p.energy_cap):
             return (f"energy cap {p.energy_cap:.4g} J is below the smallest achievable energy {en:.4g} J; "
                     f"raise the energy cap to >= {en:.4g}")
     return None
 
 
 def explain(p: Problem) -> str:
-    """Message for a problem a solver proved infeasible."""
+    """Message for a problem a solver proved infeasible: the single constraint that fails, or
+    the list of constraints that cannot hold together."""
     msg = diagnose(p)
     if msg:
         return msg
-    parts = [f"error budget (relative {p.budget / p.normaliser:.4g})"]
+    parts = [f"error budget (relative {p.relative(p.budget):.4g})"] if math.isfinite(p.budget) else []
+    if p.layer_budget is not None and np.isfinite(p.layer_budget).any():
+        parts.append(f"{int(np.isfinite(p.layer_budget).sum())} per-layer budgets")
     if math.isfinite(p.latency_cap):
         parts.append(f"latency cap {p.latency_cap:.4g} s")
     if math.isfinite(p.energy_cap):

@@ -30,7 +30,7 @@ from .fill import fill
 from .greedy import base_level_cost, greedy_levels, improve_levels
 from .infeasible import _per_level_min
 from .levels import best_levels
-from .problem import Assignment, Problem, evaluate, refuse_layer_budgets
+from .problem import Assignment, Problem, cap_tol, evaluate, refuse_layer_budgets
 from .result import Result, finish
 
 
@@ -39,11 +39,7 @@ def _domain_costs(p: Problem, lam: float, Ew: np.ndarray, mask_v: list[np.ndarra
     D = np.empty((p.L, p.V))
     arg = np.empty((p.V, p.G), np.int64)
     lat_part = p.lat * (p.w_latency + p.w_energy * p.leak_w)[None, :]
-    for v in range(p.V):
-        if not p.compat[:, v].any():
-            D[:, v] = np.inf
-            arg[v] = 0
-            continue
+    for v in range(p.V):  # a group with no codebook at v makes its domain's D inf; empty domains stay finite
         z = Ew * p.sigma[v] + lam * p.err if lam > 0 else Ew * p.sigma[v]
         z = np.where(mask_v[v], z, np.inf)
         if lam > 0:
@@ -53,7 +49,8 @@ def _domain_costs(p: Problem, lam: float, Ew: np.ndarray, mask_v: list[np.ndarra
             zmin = z.min(1)
             tie = z <= zmin[:, None] + 1e-12 * np.abs(zmin)[:, None]
             arg[v] = np.where(tie, p.err, np.inf).argmin(1)
-        D[:, v] = np.bincount(p.group_domain, weights=p.count * zmin, minlength=p.L) + lat_part[:, v]
+        D[:, v] = lat_part[:, v]
+        np.add.at(D[:, v], p.group_domain, p.count * zmin)
     return D, arg
 
 
@@ -96,7 +93,8 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
         val, a, err = lagr(lam)
         if a is not None:
             seen_levels.setdefault(a.level.tobytes(), a.level)
-            d = val - lam * B if math.isfinite(B) else val
+            lb = lam * cap_tol(B) if math.isfinite(B) else 0.0
+            d = val - lb - 1e-13 * (abs(val) + lb)  # valid for every plan evaluate accepts (less float rounding)
             if d > best_bound:
                 best_bound, bound_lam = d, lam
         return a, err
@@ -111,7 +109,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
         # error-only DP: the least achievable error under K/switch limits
         from .infeasible import min_error
 
-        if min_error(p) > B * (1 + 1e-9):
+        if min_error(p) > cap_tol(B):
             return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
         a_lo = a0
         scale = max(float(np.abs(p.lat).sum() * (p.w_latency + p.w_energy * p.leak_w.max()) + Ew.sum()), 1e-300)

@@ -5,7 +5,7 @@ on codebook c at level v); ``u[v]`` binary (only when K binds); ``s[l]`` binary 
 domain l ≥ 1 (only when switches cost something or are limited).
 
 Exact reductions: an option (c, v) of group g is dropped if c misses timing at v, if one tile
-alone exceeds the budget, or if another compatible codebook is no worse in error and energy
+alone exceeds the budget (at the evaluator's tolerance), or if another compatible codebook is no worse in error and energy
 (all constraints are "≤" with non-negative coefficients, so a dominated option never helps).
 When a (g, v) keeps a single option its ``n`` equals ``count_g·y[l,v]`` and is folded into
 the coefficients of ``y[l,v]``.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .problem import Assignment, Problem
+from .problem import Assignment, Problem, cap_tol
 
 
 @dataclass
@@ -49,9 +49,9 @@ def kept_options(p: Problem) -> np.ndarray:
     """[G, C, V] bool: options surviving the exact reductions above."""
     keep = np.broadcast_to(p.compat[None], (p.G, p.C, p.V)).copy()
     if math.isfinite(p.budget):
-        keep &= (p.err <= p.budget * (1 + 1e-12))[:, :, None]
+        keep &= (p.err <= cap_tol(p.budget))[:, :, None]
     if p.layer_budget is not None:
-        keep &= (p.err <= p.layer_budget[p.group_layer][:, None] * (1 + 1e-12))[:, :, None]
+        keep &= (p.err <= cap_tol(p.layer_budget[p.group_layer])[:, None])[:, :, None]
     energy_matters = p.w_energy > 0 or math.isfinite(p.energy_cap)
     e, E = p.err, p.energy_dyn if energy_matters else np.zeros_like(p.energy_dyn)
     for c in range(p.C):

@@ -3,8 +3,9 @@
 For each solver the sweep values are sorted so that every point relaxes the previous one
 (ascending budget / cap): the previous plan stays feasible and is handed in as ``hint``.
 The values are split into ``workers`` contiguous chunks run in separate processes (each
-chunk warm-starts along itself). Every point keeps its plan (``plans/<solver>-<k>.safetensors``
-with ``counts`` [G, C] and ``level`` [L]); a point is *dominated* if another point (any
+chunk warm-starts along itself). Every point is one run of the planner stage
+(:func:`.planner.plan`: cpsat with the Lagrangian hint) and keeps its plan file
+(``plans/<solver>-<k>.json``, contract §6, runnable with ``halo-opt execute``); a point is *dominated* if another point (any
 solver) has no more error (energy, for an energy-cap sweep) and no more objective, one of
 them strictly less.
 """
@@ -32,7 +33,7 @@ def default_budgets(p: Problem, points: int) -> np.ndarray:
     hi = float((p.count * np.where(p.compat.any(1)[None, :], p.err, 0).max(1)).sum())
     lo = max(lo * (1 + 1e-6), 1e-300)
     hi = max(hi * 1.001, lo * 1.001)  # just above: conservative integer scaling (cpsat) must not cut the top point
-    return np.geomspace(lo, hi, points) / p.normaliser
+    return np.array([p.relative(x) for x in np.geomspace(lo, hi, points)])
 
 
 def default_energy_caps(p: Problem, points: int) -> np.ndarray:
@@ -49,30 +50,34 @@ def default_energy_caps(p: Problem, points: int) -> np.ndarray:
 
 
 def _run_chunk(args):
-    p, solver, param, values, time_limit, seed = args
-    from . import get_solver
+    p, solver, param, values, time_limit, seed, costs, scenario = args
+    from .planner import plan
 
-    f = get_solver(solver)
     hint, rows = None, []
     for val in values:
-        q = p.replace(budget=val * p.normaliser) if param == "budget" else p.replace(energy_cap=val)
-        r = f(q, time_limit=time_limit, workers=1, seed=seed, hint=hint)
+        if param == "budget":
+            q, sc = p.with_budget(val), dict(scenario, budget=float(val))
+        else:
+            q, sc = p.replace(energy_cap=float(val)), dict(scenario, energy_cap_j=float(val))
+        pl = plan(q, solver, costs=costs, scenario=sc, time_limit=time_limit, workers=1, seed=seed, hint=hint, strict=False)
+        r = pl.result
         row = {"solver": solver, param: float(val), "status": r.status, "objective": r.objective,
                "bound": r.bound, "gap": r.gap, "wall_s": r.wall_s,
                "latency_s": math.nan, "energy_j": math.nan, "error": math.nan, "error_rel": math.nan}
-        plan = None
-        if r.has_plan:
+        if pl.ok:
             ev = evaluate(q, r.assignment)
-            row.update(latency_s=ev.latency, energy_j=ev.energy, error=ev.error, error_rel=ev.error / p.normaliser)
-            plan = (r.assignment.counts, r.assignment.level)
+            row.update(latency_s=ev.latency, energy_j=ev.energy, error=ev.error, error_rel=q.relative(ev.error))
             hint = r.assignment
-        rows.append((row, plan))
+        rows.append((row, pl.to_dict() if pl.file is not None else None))
     return rows
 
 
 def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: str = "budget",
-          time_limit: float = 30.0, workers: int = 1, seed: int = 0, progress: bool = False):
-    """Return (DataFrame of points, list of plans (counts, level) or None, row-aligned)."""
+          time_limit: float = 30.0, workers: int = 1, seed: int = 0, progress: bool = False, *,
+          costs: str | Path | None = None, scenario: dict | None = None):
+    """Return (DataFrame of points, list of plan dicts (contract §6; None without a plan or
+    without ``costs``), row-aligned). Each point is :func:`.planner.plan` (cpsat with the
+    Lagrangian hint), warm-started from the previous point's plan."""
     import pandas as pd
 
     from . import get_solver
@@ -85,7 +90,9 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
         values = default_budgets(p, points) if param == "budget" else default_energy_caps(p, points)
     values = np.sort(np.asarray(values, float))
     n_chunks = max(1, min(int(workers), len(values)))
-    tasks = [(p, s, param, chunk, time_limit, seed) for s in solvers for chunk in np.array_split(values, n_chunks) if len(chunk)]
+    sc = dict(scenario or {})
+    tasks = [(p, s, param, chunk, time_limit, seed, None if costs is None else str(costs), sc) for s in solvers
+             for chunk in np.array_split(values, n_chunks) if len(chunk)]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=int(workers)) as ex:
             outs = list(_progress(ex.map(_run_chunk, tasks), len(tasks), progress))
@@ -118,14 +125,15 @@ def dominated(err: np.ndarray, obj: np.ndarray) -> np.ndarray:
 
 
 def write(out_dir: str | Path, df, plans, p: Problem, ylabel: str, param: str = "budget") -> Path:
-    """``points.parquet``, ``plans/*.safetensors`` and ``pareto.png`` in ``out_dir`` (atomic)."""
+    """``points.parquet``, ``plans/<solver>-<k>.json`` (plan files, contract §6: each runs with
+    ``halo-opt execute``) and ``pareto.png`` in ``out_dir`` (atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from safetensors.numpy import save
 
     from ..artifacts import atomic_path
+    from ..planfile import save_plan
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
@@ -136,8 +144,8 @@ def write(out_dir: str | Path, df, plans, p: Problem, ylabel: str, param: str = 
             if pl is None:
                 names.append(None)
                 continue
-            n = f"plans/{row['solver']}-{i:03d}.safetensors"
-            (tmp / n).write_bytes(save({"counts": np.ascontiguousarray(pl[0]), "level": np.ascontiguousarray(pl[1])}))
+            n = f"plans/{row['solver']}-{i:03d}.json"
+            save_plan(tmp / n, pl)
             names.append(n)
         df = df.assign(plan=names)
         df.to_parquet(tmp / "points.parquet", index=False)

@@ -29,7 +29,15 @@ import numpy as np
 from ..errors import UserError
 
 FORMAT_VERSION = 1
-RTOL = 1e-9  # relative tolerance of every "≤" check in evaluate()
+#: THE tolerance of every "≤ cap" check (error budget, per-layer budgets, energy and latency
+#: caps): a plan is feasible iff ``value ≤ cap·(1 + RTOL)``. Solvers use the same rule: their
+#: plans pass it, "infeasible" means no plan passes it, and bounds hold over every plan that does.
+RTOL = 1e-9
+
+
+def cap_tol(cap):
+    """The largest value :func:`evaluate` accepts under ``cap`` (scalar or array)."""
+    return cap * (1 + RTOL)
 
 
 @dataclass
@@ -126,6 +134,18 @@ class Problem:
         for ok, msg in checks:
             if not ok:
                 raise UserError(f"invalid problem: {msg}")
+
+    def absolute(self, eps: float) -> float:
+        """Relative error budget ε → absolute (``ε · normaliser``): the one conversion."""
+        return float(eps) * self.normaliser
+
+    def relative(self, error: float) -> float:
+        """Absolute error → relative (``error / normaliser``)."""
+        return float(error) / self.normaliser
+
+    def with_budget(self, eps: float) -> "Problem":
+        """A copy with relative budget ε."""
+        return self.replace(budget=self.absolute(eps))
 
     def replace(self, **changes) -> "Problem":
         """A copy with some fields changed (arrays shared, not copied)."""
@@ -243,13 +263,13 @@ def evaluate(problem: Problem, a: Assignment) -> Evaluation:
     used = int(len(np.unique(level)))
 
     def over(x, cap):
-        return x > cap * (1 + RTOL) + 1e-300
+        return x > cap_tol(cap)
 
     if over(err, p.budget):
         viol.append(f"error {err:.6g} > budget {p.budget:.6g}")
     if p.layer_budget is not None:
         le = np.bincount(p.group_layer, weights=(counts * p.err).sum(1), minlength=len(p.layer_budget))
-        for i in np.flatnonzero(le > p.layer_budget * (1 + RTOL) + 1e-300):
+        for i in np.flatnonzero(le > cap_tol(p.layer_budget)):
             viol.append(f"layer {p.layer_names[i] if i < len(p.layer_names) else i} error {le[i]:.6g} > its budget {p.layer_budget[i]:.6g}")
     if over(energy, p.energy_cap):
         viol.append(f"energy {energy:.6g} J > cap {p.energy_cap:.6g} J")

@@ -1,4 +1,4 @@
-"""What every solver returns."""
+"""What every solver returns, and the one rule that turns a plan and a bound into a status."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 
 from .problem import Assignment, Problem, evaluate
 
-#: optimal: proven optimal (within the solver's gap tolerance); feasible: a plan, not proven
-#: optimal; infeasible: proven infeasible; timeout: no plan found before the time limit;
-#: unknown: a heuristic found no feasible plan (infeasibility not proven).
+#: optimal: a plan whose objective is within OPT_GAP (relative) of a valid lower bound;
+#: feasible: a plan, not proven within OPT_GAP; infeasible: proven that no plan passes
+#: :func:`.problem.evaluate`; timeout: no plan found before the time limit; unknown: no plan
+#: found and infeasibility not proven (heuristics, or an exact solver whose plan failed the check).
 STATUSES = ("optimal", "feasible", "infeasible", "timeout", "unknown")
+#: the stated optimality tolerance: "optimal" iff (objective − bound) ≤ OPT_GAP·objective
+OPT_GAP = 1e-6
 
 
 @dataclass
@@ -26,12 +29,11 @@ class Result:
 
     @property
     def gap(self) -> float:
-        """Relative gap (objective − bound) / |objective|; 0 when optimal, inf without a bound."""
-        if self.assignment is None or not math.isfinite(self.objective):
+        """Relative gap (objective − bound) / objective; 0 when bound ≥ objective, inf without a bound."""
+        if self.assignment is None or not math.isfinite(self.objective) or not math.isfinite(self.bound):
             return math.inf
-        if not math.isfinite(self.bound):
-            return math.inf
-        return max(0.0, self.objective - self.bound) / max(abs(self.objective), 1e-300)
+        d = self.objective - self.bound
+        return 0.0 if d <= 0 else d / max(abs(self.objective), 1e-300)
 
     @property
     def has_plan(self) -> bool:
@@ -42,25 +44,28 @@ class Result:
                 "bound": self.bound, "gap": self.gap, "wall_s": self.wall_s}
 
 
-def finish(problem: Problem, solver: str, a: Assignment | None, bound: float, t0: float,
-           proven_optimal: bool = False, **info) -> Result:
-    """Evaluate ``a`` with the one evaluator and build the Result (status from feasibility)."""
+def finish(problem: Problem, solver: str, a: Assignment | None, bound: float, t0: float, **info) -> Result:
+    """Evaluate ``a`` with the one evaluator and build the Result. Status from the plan and the
+    bound only: "optimal" iff the plan passes :func:`evaluate` and its gap to ``bound`` is at most
+    :data:`OPT_GAP`. Bounds are clipped at 0 (every objective coefficient is ≥ 0)."""
     wall = time.perf_counter() - t0
+    if bound != -math.inf:
+        bound = max(bound, 0.0)
     if a is None:
         status = info.pop("status", "unknown")
-        if status == "unknown":  # a heuristic found nothing: prove infeasibility when one constraint alone fails
+        if status == "unknown":  # no plan: prove infeasibility when one constraint alone fails
             from .infeasible import diagnose
 
             reason = diagnose(problem)
             if reason:
                 status, info["reason"] = "infeasible", reason
-        return Result(solver, status, bound=bound, wall_s=wall, info=info)
+        return Result(solver, status, bound=math.inf if status == "infeasible" else bound, wall_s=wall, info=info)
     ev = evaluate(problem, a)
     if not ev.feasible:
         info["violations"] = ev.violations
         return finish(problem, solver, None, bound, t0, **info)
     info.pop("status", None)
     r = Result(solver, "feasible", ev.objective, bound, wall, a, info)
-    if proven_optimal or r.gap <= 1e-9:
+    if r.gap <= OPT_GAP:
         r.status = "optimal"
     return r

@@ -11,10 +11,11 @@ max(cycles/f, bytes/BW) (decode-like layers memory-bound). Numbers are invented,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ..costfolder import save_costs
 
 MODELS = {
     "tiny": (2, [("self_attn.q_proj", 256, 256), ("self_attn.k_proj", 256, 256), ("self_attn.v_proj", 256, 256),
@@ -62,12 +63,11 @@ def level_set(n: int, v0: float = 0.9) -> list[dict]:
 
 def write_costs(out: str | Path, model: str = "tiny", tile: int = 128, n_codebooks: int = 4, n_levels: int = 3,
                 tokens: int = 256, seed: int = 0, margin: float = 0.0) -> Path:
-    """Write a synthetic cost-table folder; returns its path."""
+    """Write a synthetic cost-table folder (through :func:`halo_opt.costfolder.save_costs`); returns its path."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     n_blocks, linears = MODELS[model]
     cbs = codebook_set(n_codebooks)
     lvs = level_set(n_levels)
@@ -119,15 +119,10 @@ def write_costs(out: str | Path, model: str = "tiny", tile: int = 128, n_codeboo
             slack = period_ps * (1 + margin) - d_ps
             compat[c["name"]][lv["name"]] = float(slack) if slack >= 0 else None
     lvs = [{k: x[k] for k in ("name", "voltage_v", "freq_hz", "leak_power_w")} for x in lvs]
-    pd.DataFrame(layers).to_parquet(out / "layers.parquet", index=False)
-    tiles_df.to_parquet(out / "tiles.parquet", index=False)
-    errors_df.to_parquet(out / "errors.parquet", index=False)
-    pd.DataFrame(lat_rows).to_parquet(out / "latency.parquet", index=False)
     normaliser = float(sum(x["tr_WHW"] for x in layers))
     meta = {"halo_opt_version": "synthetic", "inputs": {"model_sha256": f"synthetic-{model}-{seed}", "profile_sha256": "synthetic"},
             "tile": [tile, tile], "normaliser": normaliser, "v0": v0, "switch": {"time_s": 2e-6, "energy_j": 1e-7},
             "accelerator": "synthetic", "workload": {"tokens": tokens}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    (out / "codebooks.json").write_text(json.dumps({"meta": {"synthetic": True}, "codebooks": cbs}, indent=1))
-    (out / "levels.json").write_text(json.dumps({"levels": lvs, "compat": compat}, indent=1))
+    save_costs(out, meta, pd.DataFrame(layers), tiles_df, errors_df, pd.DataFrame(lat_rows), cbs, lvs, compat,
+               codebooks_meta={"synthetic": True})
     return out
