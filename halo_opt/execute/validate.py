@@ -147,10 +147,12 @@ def realized_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, hist: dict
 
 
 def nominal_level(costs: CostFolder) -> str:
-    """The level whose voltage is closest to the profile's v0 (first in table order on a tie):
-    the planner's ``nominal`` alias (``solve.build``)."""
+    """The nominal level: among the levels ``full`` meets, the one whose voltage is closest to the
+    profile's v0, the fastest on a tie; if ``full`` meets none, the same rule over every level
+    (the planner's ``nominal``; on merge with the cost-folder owner, ``costfolder.nominal_level``)."""
     v0 = float(costs.meta.get("v0", 1.0))
-    return min(costs.levels, key=lambda v: abs(float(costs.levels[v]["voltage_v"]) - v0))
+    ok = [v for v in costs.levels if (costs.compat.get("full") or {}).get(v) is not None] or list(costs.levels)
+    return min(ok, key=lambda v: (abs(float(costs.levels[v]["voltage_v"]) - v0), -float(costs.levels[v]["freq_hz"])))
 
 
 def baseline_codebook(costs: CostFolder, bits: str) -> str | None:
