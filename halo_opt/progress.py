@@ -69,9 +69,8 @@ def track(items: Iterable[T], description: str, on: bool = True, total: int | No
 
 
 def logger(console=None) -> Callable[[str], None]:
-    """A stage log: bold on a terminal (through ``console``, a rich Console), else plain lines
-    prefixed with the seconds since the logger was made."""
-    t0 = time.perf_counter()
+    """A stage log (the messages carry their elapsed time): bold on a terminal (through ``console``,
+    a rich Console), else plain lines on stderr, flushed at once."""
     if console is not None and is_tty():
         return lambda m: console.print(f"[bold cyan]{m}[/]", highlight=False)
-    return lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True)
+    return lambda m: print(m, file=sys.stderr, flush=True)

@@ -41,7 +41,7 @@ def render_pareto(folder: str | Path) -> Path:
         ax.axhline(bval * (scale if objective in Y and objective != "weighted" else 1.0), color="0.4", ls="--", lw=1,
                    label="INT8 baseline (full grid, nominal level)")
     ax.set_xscale("log")
-    ax.set_xlabel("relative error budget ε = Σe / Σ tr(W H Wᵀ)" if param == "budget" else "energy cap per pass (µJ)")
+    ax.set_xlabel("relative output error of the plan, ε = Σe / Σ tr(W H Wᵀ)" if param == "budget" else "energy cap per pass (µJ)")
     ax.set_ylabel(ylabel)
     goal = meta.get("scenario", objective)
     ax.set_title(f"Pareto front, goal “{goal}” (minimise {objective}): ε-constraint sweep, every solver")

@@ -43,13 +43,13 @@ def f(v, fmt: str = ".3g", unit: str = "") -> str:
 
 
 def us(seconds) -> str:
-    """Seconds as µs with two decimals."""
-    return f(None if seconds is None else seconds * 1e6, ".2f", " µs")
+    """Seconds as µs, four significant digits."""
+    return f(None if seconds is None else seconds * 1e6, ".4g", " µs")
 
 
 def uj(joules) -> str:
-    """Joules as µJ with two decimals."""
-    return f(None if joules is None else joules * 1e6, ".2f", " µJ")
+    """Joules as µJ, four significant digits."""
+    return f(None if joules is None else joules * 1e6, ".4g", " µJ")
 
 
 def speedup(x) -> str:
@@ -60,7 +60,7 @@ def saving(x) -> str:
     """An energy saving (fraction, positive = less energy) as ``saving 12.3 %`` / ``costs 1.2 % more``."""
     if x is None or not math.isfinite(x):
         return "–"
-    return f"saving {100 * x:.1f} %" if x >= 0 else f"{-100 * x:.1f} % more energy"
+    return f"saving {max(100 * x, 0.0):.1f} %" if x > -5e-4 else f"{-100 * x:.1f} % more energy"
 
 
 def versus(latency_s, energy_j, base: dict | None) -> str:
