@@ -77,6 +77,10 @@ def plot_errors(path: Path, layers: list[dict], method: str = "") -> Path:
     ax.set_xlabel("predicted Σ e_gc (calibration H, block-diagonal)")
     ax.set_ylabel("measured (2/n) Σ‖ΔW x‖² (held-out)")
     ax.set_title(f"Layer output error, predicted vs measured{' (' + method + ')' if method else ''}")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):  # decade labels only: minor labels run into each other
+        axis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left")
     return save(fig, path)

@@ -37,7 +37,7 @@ def plot_plan_map(tiles: pd.DataFrame, tile_codebook: Sequence[str], codebooks: 
     for i, s in enumerate(strips):
         grid[i, : len(s)] = s
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.92, max(len(used), 2)))[: len(used)]
-    fig_h = 1.6 + 0.2 * len(layers)
+    fig_h = 2.2 + 0.2 * len(layers) + 0.18 * ((len(used) + len(set(layer_level.values())) + 1) // 2)
     fig, ax = plt.subplots(figsize=(13, fig_h), constrained_layout=True)
     ax.imshow(grid, cmap=ListedColormap(colors), norm=BoundaryNorm(np.arange(len(used) + 1) - 0.5, len(used)),
               aspect="auto", interpolation="nearest")
@@ -46,9 +46,16 @@ def plot_plan_map(tiles: pd.DataFrame, tile_codebook: Sequence[str], codebooks: 
     ax.set_xlim(-0.5, width - 0.5)
     nom_f = float(levels[nominal]["freq_hz"]) if nominal in levels else None
     lv_used = list(dict.fromkeys(layer_level.get(l, "?") for l in layers))
+    import matplotlib.transforms as mtransforms
+
+    right = mtransforms.blended_transform_factory(ax.transAxes, ax.transData)  # x: just right of the axes; y: the layer's row
     for i, layer in enumerate(layers):
-        ax.text(width + 0.5, i, layer_level.get(layer, "?"), va="center", fontsize=7)
-    ax.text(width + 0.5, -1.0, "DVFS level", fontsize=8, weight="bold", va="bottom")
+        ax.text(1.01, i, layer_level.get(layer, "?"), va="center", fontsize=7, transform=right)
+    ax.text(1.01, -0.7, "DVFS level", fontsize=8, weight="bold", va="bottom", transform=right)
+    ax.set_xticks(np.arange(-0.5, width, 1.0), minor=True)  # thin white lines between tiles and layers
+    ax.set_yticks(np.arange(-0.5, len(layers), 1.0), minor=True)
+    ax.grid(which="minor", color="white", lw=0.4 if width <= 200 else 0.0)
+    ax.tick_params(which="minor", length=0)
 
     def lv_text(n):
         L = levels.get(n)
@@ -61,7 +68,7 @@ def plot_plan_map(tiles: pd.DataFrame, tile_codebook: Sequence[str], codebooks: 
                      f"{by_name.get(c, {}).get('delay_ps', float('nan')):.0f} ps, {by_name.get(c, {}).get('energy_fj', float('nan')):.0f} fJ")
                for c in used]
     handles += [Patch(color="none", label="levels: " + lv_text(n)) for n in lv_used]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.9 / fig_h * 1.6 - 0.02), ncol=2, frameon=False,
-              title="codebook of a tile (codes, delay = max, energy = mean per MAC)")
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False,
+               title="codebook of a tile (codes, delay = max over them, energy = mean per MAC); DVFS levels")
     ax.set_title(title or "Plan map: codebook per tile, DVFS level per layer")
     return save(fig, path, dpi=100)
