@@ -145,7 +145,7 @@ def _predicted(p, r) -> dict:
     return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": ev.error / p.normaliser}
 
 
-def _pareto(cfg: DemoConfig, costs: Path, out: Path, log: Callable[[str], None]) -> dict[str, str]:
+def _pareto(cfg: DemoConfig, costs: Path, out: Path, log: Callable[[str], None], progress: bool = False) -> dict[str, str]:
     from .execute.inputs import load_costs
     from .execute.validate import baseline_cost
     from .solve.build import build_problem
@@ -157,7 +157,8 @@ def _pareto(cfg: DemoConfig, costs: Path, out: Path, log: Callable[[str], None])
         log(f"  Pareto sweep, goal {goal}: {len(cfg.solvers)} solvers x {cfg.pareto_points} budgets")
         sc = load_scenario(formulations_dir() / f"{goal}.toml")
         p = build_problem(costs, sc)
-        df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed)
+        df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed,
+                          progress=progress)
         write(out / f"pareto-{goal}", df, plans, p, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
                                                           "baseline": base})
         fronts[goal] = str(out / f"pareto-{goal}")
@@ -242,7 +243,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
            "config": {k: str(v) for k, v in asdict(cfg).items()}}
     rows = stage("plan: goals x solvers, baselines",
                  lambda: _resumable(state / "plans.json", key, lambda: _plans(cfg, costs, out / "plans")))
-    stage("Pareto sweeps", lambda: _resumable(state / "pareto.json", key, lambda: _pareto(cfg, costs, out, log)))
+    stage("Pareto sweeps", lambda: _resumable(state / "pareto.json", key, lambda: _pareto(cfg, costs, out, log, progress)))
     ex = stage("execute plans on the model", lambda: _resumable(
         state / "execute.json", key | {"plans": rows},
         lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress, log)))

@@ -30,9 +30,11 @@ def render_pareto(folder: str | Path) -> Path:
     xcol = "error_rel" if param == "budget" else "energy_j"
     xs = 1.0 if param == "budget" else 1e6
     for i, (s, g) in enumerate(df.groupby("solver", sort=False)):
-        g = g[np.isfinite(g["objective"])].sort_values(xcol)
+        ok = g[np.isfinite(g["objective"])].sort_values(xcol)
         mk, ms, mfc = SOLVER_STYLE.get(s, ("o", 5, None))
-        ax.plot(g[xcol] * xs, g[ycol] * scale, "-", marker=mk, ms=ms, mfc=mfc, color=f"C{i}", lw=1, alpha=0.85, label=s)
+        miss = len(g) - len(ok)  # e.g. a time limit hit before any plan: said in the legend, not hidden
+        label = s + (f" (no plan at {miss}/{len(g)} points: {', '.join(sorted(set(g['status']) - {'optimal', 'feasible'}))})" if miss else "")
+        ax.plot(ok[xcol] * xs, ok[ycol] * scale, "-", marker=mk, ms=ms, mfc=mfc, color=f"C{i}", lw=1, alpha=0.85, label=label)
     nd = df[~df["dominated"] & np.isfinite(df["objective"])]
     ax.plot(nd[xcol] * xs, nd[ycol] * scale, "k.", ms=3, label="non-dominated")
     base = meta.get("baseline") or {}
