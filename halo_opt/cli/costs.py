@@ -66,4 +66,4 @@ def costs_cmd(
     c = load_costs(out)
     b = baseline_cost(c, "int8")
     typer.echo(f"cost tables: {len(c.tiles)} tiles in {len(c.layers)} layers × {len(c.codebooks)} codebooks × {len(c.levels)} DVFS levels; "
-               f"INT8 baseline (full grid, level {b['level']}): latency {us(b['latency_s'])}, energy {uj(b['energy_j'])} per pass -> {out}")
+               f"baseline (full grid at level {b['level']}): latency {us(b['latency_s'])}, energy {uj(b['energy_j'])} per pass -> {out}")

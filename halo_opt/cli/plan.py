@@ -14,7 +14,7 @@ SCENARIO_HELP = "scenario: a shipped name (performance, energy, balanced, baseli
 
 
 def _baseline(costs: Path) -> dict:
-    """The INT8 baseline's predicted latency and energy (the one pricing, ``execute.validate.baseline_cost``)."""
+    """The full-grid (INT8 on an 8-bit MAC) baseline's predicted latency and energy (the one pricing, ``execute.validate.baseline_cost``)."""
     from ..execute.inputs import load_costs
     from ..execute.validate import baseline_cost
 
@@ -121,6 +121,6 @@ def pareto(
     line = f"{len(ok)}/{len(df)} points solved, {int((~df['dominated']).sum())} non-dominated"
     if best is not None:
         line += (f"; best {best['solver']} at ε {best['error_rel']:.3g}: {speedup(best['speedup'])} speed, "
-                 f"{saving(best['energy_saving'])} vs the INT8 baseline")
+                 f"{saving(best['energy_saving'])} vs the full-grid baseline")
     emit(f"{line} -> {out} (pareto.png)", {"points": df.drop(columns=["plan"], errors="ignore").to_dict("records"),
                                            "baseline": base, "out": str(out)}, as_json)

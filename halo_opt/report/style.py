@@ -69,7 +69,7 @@ def versus(latency_s, energy_j, base: dict | None) -> str:
     if base and base.get("latency_s") and latency_s:
         bl, be = base["latency_s"], base["energy_j"]
         if math.isfinite(bl) and math.isfinite(be) and latency_s > 0 and be > 0:
-            out += f" ({bl / latency_s:.3f}× speed, {saving(1 - energy_j / be)} vs the INT8 baseline)"
+            out += f" ({bl / latency_s:.3f}× speed, {saving(1 - energy_j / be)} vs the full-grid baseline)"
     return out
 
 
