@@ -254,11 +254,20 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
         write_json(out / "demo.json", {"config": {k: str(v) for k, v in asdict(cfg).items()},
                                        "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
 
-    record()
     t0 = time.perf_counter()
-    log(f"[{n_stages}/{n_stages}] report: every page and figure from the artifacts ({t0 - t_start:.0f} s elapsed)")
-    render(out)
-    res.stages.append(Stage("report", time.perf_counter() - t0, False, time.perf_counter() - t0))
+    rkey = sha256_json({"rows": res.rows, "baselines": ex["baselines"], "stages": times, "version": __import__("halo_opt").__version__})
+    done = (out / "report.md").is_file() and (state / "report.json").is_file() and read_json(state / "report.json").get("key") == rkey
+    log(f"[{n_stages}/{n_stages}] report: every page and figure from the artifacts ({t0 - t_start:.0f} s elapsed)"
+        + (f"; up to date (re-render with `halo-opt report {out}`)" if done else ""))
+    if not done:
+        record()
+        render(out)
+        write_json(state / "report.json", {"key": rkey})
+    dt = time.perf_counter() - t0
+    res.stages.append(Stage("report", times.get("report", dt) if done else dt, done, dt))
+    if not done:
+        times["report"] = dt
+        write_json(state / "stages.json", times)
     record()
     res.report = out / "report.md"
     return res
