@@ -237,7 +237,17 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
     if (out / "profile").exists():
         shutil.rmtree(out / "profile")
     shutil.copytree(profile, out / "profile")  # the run folder is self-contained for `halo-opt report`
-    stage("calibrate Hessians", lambda: (None, _calibrate(cfg, calib, progress)))
+    ckey = {"model": cfg.model, "sequences": cfg.sequences, "seq_len": cfg.seq_len, "seed": cfg.seed,
+            "version": __import__("halo_opt").__version__}
+
+    def calibrate_stage():  # a finished calibration of the same settings resumes without loading the model
+        if (calib / "meta.json").is_file():
+            return _resumable(state / "calibrate.json", ckey, lambda: _calibrate(cfg, calib, progress))
+        done = _calibrate(cfg, calib, progress)
+        write_json(state / "calibrate.json", {"key": sha256_json(ckey), "value": done})
+        return None, done
+
+    stage("calibrate Hessians", calibrate_stage)
     stage("cost tables", lambda: (None, _costs(cfg, calib, profile, costs, progress)))
     key = {"costs": sha256_file(costs / "meta.json"), "version": __import__("halo_opt").__version__,
            "config": {k: str(v) for k, v in asdict(cfg).items()}}

@@ -13,9 +13,7 @@ from halo_opt.hardware.liberty import read_liberty
 from halo_opt.hardware.opensta import opensta_static_delay, opensta_static_delays, sta_path, weight_cases
 from halo_opt.hardware.timing import floating_delays, static_timing
 
-SKY130 = Path("/work/shared/liberty/sky130hd_tt.lib.gz")
-if not SKY130.is_file():
-    SKY130 = Path(__file__).resolve().parents[2] / "shared/liberty/sky130hd_tt.lib.gz"
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 
 pytestmark = [
     pytest.mark.skipif(sta_path() is None, reason="OpenSTA (sta) not installed"),
