@@ -265,7 +265,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] 
                                        "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
 
     t0 = time.perf_counter()
-    rkey = sha256_json({"rows": res.rows, "baselines": ex["baselines"], "stages": times, "version": __import__("halo_opt").__version__})
+    rkey = sha256_json({"rows": res.rows, "baselines": ex["baselines"], "stages": {k: v for k, v in times.items() if k != "report"}, "version": __import__("halo_opt").__version__})
     done = (out / "report.md").is_file() and (state / "report.json").is_file() and read_json(state / "report.json").get("key") == rkey
     log(f"[{n_stages}/{n_stages}] report: every page and figure from the artifacts ({t0 - t_start:.0f} s elapsed)"
         + (f"; up to date (re-render with `halo-opt report {out}`)" if done else ""))
