@@ -105,5 +105,6 @@ def plot_accuracy(path: Path, methods: dict, metric_names: list[str]) -> Path:
     h, lab = axes[0].get_legend_handles_labels()
     if h:
         axes[1].legend(h, lab, loc="best")
-    fig.suptitle("Accuracy vs predicted cost (float is not run on the integer MAC: no cost)")
+    fig.suptitle("Accuracy vs predicted cost per pass" + (" (float is not run on the integer MAC: no cost)" if "float" in methods else "")
+                 + ("" if len(methods) > 1 else " — this run measured the plan only, no baselines"))
     return save(fig, path)
