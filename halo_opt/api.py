@@ -3,6 +3,7 @@
 >>> from halo_opt import api
 >>> prof, books, _ = api.characterize(api.CharacterizeConfig(api.MacSpec(8, 8, True, 24, "array")))
 >>> api.write_characterization("runs/mac", prof, books)
+>>> api.render("runs/mac")                      # profile.png: the report stage draws every figure
 >>> model = api.load_model("minilm")
 >>> tokens = api.calibration_batch(model.tokenizer, None, n_sequences=64, seq_len=128, seed=0)
 >>> api.calibrate(model, tokens, "runs/calib")
@@ -25,6 +26,7 @@ from .hardware.codebooks import Codebook, build_codebooks, load_codebooks, save_
 from .hardware.dvfs import load_dvfs, load_voltage_law
 from .hardware.profile import MacProfile
 from .hardware.verilog import MacSpec
+from .report import render
 from .solve import Problem, Result, evaluate, get_solver, solve
 from .solve.build import build_problem
 from .solve.pareto import sweep as pareto_sweep
@@ -39,6 +41,6 @@ __all__ = [
     "UserError", "load_costs", "load_plan", "plan", "save_costs", "save_plan",
     "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "evaluate",
     "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
-    "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "run_demo", "save_codebooks", "solve",
+    "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "render", "run_demo", "save_codebooks", "solve",
     "write_characterization", "write_plan",
 ]

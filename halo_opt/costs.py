@@ -111,11 +111,11 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     pmeta, profile_sha = _profile_meta(profile_dir)
     cb_path = Path(codebooks_path) if codebooks_path else profile_dir / "codebooks.json"
     if not cb_path.is_file():
-        raise UserError(f"codebooks file {cb_path} not found; run `halo-opt codebooks` first or pass --codebooks")
+        raise UserError(f"codebooks file {cb_path} not found; run `halo-opt characterize --out PROFILE` first (it writes codebooks.json) or pass --codebooks")
     books = load_codebooks(cb_path)
     full = next((b for b in books if b.name == "full"), None)
     if full is None:
-        raise UserError(f"{cb_path} has no 'full' codebook (the whole code grid); regenerate it with `halo-opt codebooks`")
+        raise UserError(f"{cb_path} has no 'full' codebook (the whole code grid); regenerate it with `halo-opt characterize`")
     acc = load_accelerator(accelerator)
     tile = tuple(int(t) for t in (tile or acc.tile))
     if len(tile) != 2 or min(tile) < 1:
@@ -138,7 +138,9 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     M = workload.tokens
     rows_l, rows_t, errs, notes = [], [], [], []
     tile0 = 0
-    it = _track(layers, progress)
+    from .progress import track
+
+    it = track(layers, "cost tables (layers)", progress, label=lambda lay: lay["name"])
     for order, lay in enumerate(it):
         name = lay["name"]
         W = model.layer(name).weight().to(device=device, dtype=torch.float64)
@@ -191,11 +193,3 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     for n in notes:
         warnings.warn(DampingWarning(n), stacklevel=2)
     return out
-
-
-def _track(items, on: bool):
-    if not on:
-        return items
-    from rich.progress import track
-
-    return track(items, description="cost tables (layers)", transient=True)

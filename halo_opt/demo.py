@@ -1,8 +1,10 @@
 """The demo: the whole pipeline on the embedded default model, composed from the public stages.
 
 characterize (cached) → calibrate → costs → plan (three HALO goals + baselines, several
-solvers) → Pareto sweeps → execute every plan → report. Holds no logic of its own beyond
-composition and the summary table; every stage resumes from its artifact.
+solvers) → Pareto sweeps → execute every plan → report (:func:`halo_opt.report.render`, which
+draws every page and figure from the artifacts). Holds no logic of its own beyond composition;
+every stage resumes from its artifact, and a resumed stage keeps the seconds of the run that
+computed it (``state/stages.json``).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ class DemoConfig:
 
 @dataclass
 class Stage:
+    """``seconds``: of the run that computed the stage; ``rerun_seconds``: of this run (cached or not)."""
+
     name: str
     seconds: float = 0.0
     cached: bool = False
+    rerun_seconds: float = 0.0
 
 
 @dataclass
@@ -69,7 +74,7 @@ def _profile_dir(cfg: DemoConfig, log: Callable[[str], None]) -> tuple[Path, boo
         return folder, True
     log("characterizing the MAC (the first Yosys start compiles WebAssembly: 30 s to a few minutes)")
     profile, books, _ = characterize(cc)
-    write_characterization(folder, profile, books, title=f"{cc.spec.name} — {profile.meta['library']}")
+    write_characterization(folder, profile, books)
     return folder, False
 
 
@@ -126,6 +131,10 @@ def _plans(cfg: DemoConfig, costs: Path, folder: Path) -> list[dict]:
                 pl.save(path)
                 row |= {"plan": str(path), **_predicted(p, r)}
             rows.append(row)
+        if name == "energy":
+            bound = get_solver("lagrange")(build_problem(costs, sc.with_overrides(budget=math.inf)), time_limit=cfg.time_limit)
+            rows.append({"scenario": "physical_bound_energy", "solver": "lagrange", **{k: v for k, v in bound.summary().items() if k != "name"},
+                         **_predicted(p, bound)})
         if name == "performance":
             bound = get_solver("lagrange")(build_problem(costs, sc.with_overrides(budget=math.inf)), time_limit=cfg.time_limit)
             rows.append({"scenario": "physical_bound", "solver": "lagrange", **{k: v for k, v in bound.summary().items() if k != "name"},
@@ -142,23 +151,28 @@ def _predicted(p, r) -> dict:
     return {"pred_latency_s": ev.latency, "pred_energy_j": ev.energy, "pred_error_rel": p.relative(ev.error)}
 
 
-def _pareto(cfg: DemoConfig, costs: Path, out: Path) -> dict[str, str]:
+def _pareto(cfg: DemoConfig, costs: Path, out: Path, log: Callable[[str], None], progress: bool = False) -> dict[str, str]:
+    from .execute.inputs import load_costs
+    from .execute.validate import baseline_cost
     from .solve.build import build_problem
     from .solve.pareto import sweep, write
     from .solve.scenario import load_scenario
 
-    figs = {}
-    for goal, ylabel in (("performance", "predicted latency per pass (s)"), ("energy", "predicted energy per pass (J)")):
+    fronts, base = {}, baseline_cost(load_costs(costs), "int8")
+    for goal in ("performance", "energy"):
+        log(f"  Pareto sweep, goal {goal}: {len(cfg.solvers)} solvers x {cfg.pareto_points} budgets")
         sc = load_scenario(formulations_dir() / f"{goal}.toml")
         p = build_problem(costs, sc)
         df, plans = sweep(p, list(cfg.solvers), cfg.pareto_points, time_limit=cfg.time_limit / 2, workers=cfg.workers, seed=cfg.seed,
-                          costs=costs, scenario=sc.to_dict())
-        write(out / f"pareto-{goal}", df, plans, p, ylabel)
-        figs[goal] = str(out / f"pareto-{goal}" / "pareto.png")
-    return figs
+                          costs=costs, scenario=sc.to_dict(), progress=progress)
+        write(out / f"pareto-{goal}", df, plans, p, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
+                                                          "baseline": base})
+        fronts[goal] = str(out / f"pareto-{goal}")
+    return fronts
 
 
-def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profile: Path, out: Path, progress: bool) -> dict:
+def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profile: Path, out: Path, progress: bool,
+             log: Callable[[str], None]) -> dict:
     """Run every plan (RTN) and the float/INT8/INT4 baselines through one evaluator.
 
     Returns ``{"baselines": {name: metrics}, "reports": {plan key: folder}, "measured": {plan key: fields}}``.
@@ -167,11 +181,13 @@ def _execute(cfg: DemoConfig, rows: list[dict], costs: Path, calib: Path, profil
     from .execute.report import write_report
     from .planfile import load_plan
 
+    t0 = time.perf_counter()
     ctx = context_from_folders(costs, calib, cfg.model, cfg.heldout, cfg.seq_len, cfg.seed, profile=str(profile))
+    log(f"  float, INT8 and INT4 baselines on {cfg.heldout} held-out sequences")
     done = {"baselines": run_baselines(ctx, ["int8-rtn", "int4-rtn"]), "reports": {}, "measured": {}}
-    for row in rows:
-        if "plan" not in row:
-            continue
+    todo = [r for r in rows if "plan" in r]
+    for i, row in enumerate(todo):
+        log(f"  plan {i + 1}/{len(todo)}: {row['scenario']}-{row['solver']} ({time.perf_counter() - t0:.0f} s elapsed)")
         plan = load_plan(row["plan"], costs).to_dict()
         ex, metrics = run_plan(ctx, plan, "rtn")
         rep = validate_execution(ctx, plan, ex, metrics, None, {"plan": row["plan"], "costs": str(costs)})
@@ -200,37 +216,75 @@ def _resumable(path: Path, key: dict, fn: Callable[[], object]) -> tuple[object,
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True, log: Callable[[str], None] = print) -> DemoResult:
-    """Run the whole pipeline into ``cfg.out`` (resuming finished stages) and write ``report.md``."""
-    from .report.demo_report import summarise, write_demo_report
+    """Run the whole pipeline into ``cfg.out`` (resuming finished stages) and render ``report.md``."""
+    import shutil
+
+    from .report import render
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out)
+    calib, costs, state = out / "calib", out / "costs", out / "state"
+    state.mkdir(exist_ok=True)
+    times = read_json(state / "stages.json") if (state / "stages.json").is_file() else {}
+    n_stages, t_start = 7, time.perf_counter()
 
     def stage(name: str, fn: Callable[[], tuple[object, bool]]):
         t0 = time.perf_counter()
-        log(f"[{len(res.stages) + 1}/6] {name}")
+        log(f"[{len(res.stages) + 1}/{n_stages}] {name} ({t0 - t_start:.0f} s elapsed)")
         value, cached = fn()
-        res.stages.append(Stage(name, time.perf_counter() - t0, cached))
+        dt = time.perf_counter() - t0
+        if not cached or name not in times:  # a resumed stage keeps the seconds of the run that computed it
+            times[name] = dt
+            write_json(state / "stages.json", times)
+        res.stages.append(Stage(name, times[name], cached, dt))
         return value
 
-    calib, costs, state = out / "calib", out / "costs", out / "state"
     profile = stage("characterize the MAC", lambda: _profile_dir(cfg, log))
-    stage("calibrate Hessians", lambda: (None, _calibrate(cfg, calib, progress)))
+    if (out / "profile").exists():
+        shutil.rmtree(out / "profile")
+    shutil.copytree(profile, out / "profile")  # the run folder is self-contained for `halo-opt report`
+    ckey = {"model": cfg.model, "sequences": cfg.sequences, "seq_len": cfg.seq_len, "seed": cfg.seed,
+            "version": __import__("halo_opt").__version__}
+
+    def calibrate_stage():  # a finished calibration of the same settings resumes without loading the model
+        if (calib / "meta.json").is_file():
+            return _resumable(state / "calibrate.json", ckey, lambda: _calibrate(cfg, calib, progress))
+        done = _calibrate(cfg, calib, progress)
+        write_json(state / "calibrate.json", {"key": sha256_json(ckey), "value": done})
+        return None, done
+
+    stage("calibrate Hessians", calibrate_stage)
     stage("cost tables", lambda: (None, _costs(cfg, calib, profile, costs, progress)))
     key = {"costs": sha256_file(costs / "meta.json"), "version": __import__("halo_opt").__version__,
            "config": {k: str(v) for k, v in asdict(cfg).items()}}
     rows = stage("plan: goals x solvers, baselines",
                  lambda: _resumable(state / "plans.json", key, lambda: _plans(cfg, costs, out / "plans")))
-    figs = stage("Pareto sweeps", lambda: _resumable(state / "pareto.json", key, lambda: _pareto(cfg, costs, out)))
+    stage("Pareto sweeps", lambda: _resumable(state / "pareto.json", key, lambda: _pareto(cfg, costs, out, log, progress)))
     ex = stage("execute plans on the model", lambda: _resumable(
-        state / "execute.json", key | {"plans": rows}, lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress)))
-    rows = [r | ex["measured"].get(f"{r['scenario']}-{r['solver']}", {}) for r in rows]
-    figs = {g: Path(f) for g, f in figs.items()}
-    reports = {k: Path(v) for k, v in ex["reports"].items()}
-    res.rows = summarise(rows)
+        state / "execute.json", key | {"plans": rows},
+        lambda: _execute(cfg, rows, costs, calib, profile, out / "execute", progress, log)))
+    res.rows = [r | ex["measured"].get(f"{r['scenario']}-{r['solver']}", {}) for r in rows]
     write_parquet(out / "summary.parquet", __import__("pandas").DataFrame(res.rows))
-    write_json(out / "demo.json", {"config": {k: str(v) for k, v in asdict(cfg).items()},
-                                   "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
-    res.report = write_demo_report(out, cfg, res.rows, ex["baselines"], profile, costs, figs, reports, res.stages)
+
+    def record():
+        write_json(out / "demo.json", {"config": {k: str(v) for k, v in asdict(cfg).items()},
+                                       "stages": [asdict(s) for s in res.stages], "baselines": ex["baselines"]})
+
+    t0 = time.perf_counter()
+    rkey = sha256_json({"rows": res.rows, "baselines": ex["baselines"], "stages": {k: v for k, v in times.items() if k != "report"}, "version": __import__("halo_opt").__version__})
+    done = (out / "report.md").is_file() and (state / "report.json").is_file() and read_json(state / "report.json").get("key") == rkey
+    log(f"[{n_stages}/{n_stages}] report: every page and figure from the artifacts ({t0 - t_start:.0f} s elapsed)"
+        + (f"; up to date (re-render with `halo-opt report {out}`)" if done else ""))
+    if not done:
+        record()
+        render(out)
+        write_json(state / "report.json", {"key": rkey})
+    dt = time.perf_counter() - t0
+    res.stages.append(Stage("report", times.get("report", dt) if done else dt, done, dt))
+    if not done:
+        times["report"] = dt
+        write_json(state / "stages.json", times)
+    record()
+    res.report = out / "report.md"
     return res

@@ -1,8 +1,9 @@
 """Where halo-opt finds its shipped data and keeps its cache.
 
-The repository layout puts ``data/`` and ``formulations/`` beside the package
-(installed editable, ``pip install -e .``). ``HALO_OPT_CACHE`` overrides the cache folder
-(default ``~/.cache/halo-opt``).
+The repository keeps ``data/`` and ``formulations/`` top-level, beside the package (an editable
+install, ``pip install -e .``, reads them there); a wheel carries copies in ``halo_opt/_data/``
+(``setup.py`` puts them there at build time). :func:`shipped_root` finds either.
+``HALO_OPT_CACHE`` overrides the cache folder (default ``~/.cache/halo-opt``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ from pathlib import Path
 
 from .errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def shipped_root() -> Path:
+    """The folder holding ``data/`` and ``formulations/``: the wheel's ``halo_opt/_data`` or the checkout."""
+    for root in (PACKAGE_DIR / "_data", REPO_ROOT):
+        if (root / "data").is_dir() and (root / "formulations").is_dir():
+            return root
+    raise UserError(f"shipped data not found in {PACKAGE_DIR / '_data'} or {REPO_ROOT}; "
+                    "reinstall halo-opt (`pip install .` builds a wheel that carries them)")
 
 
 def data_dir() -> Path:
     """The shipped ``data/`` folder (MAC profiles, DVFS tables, accelerator configs)."""
-    d = REPO_ROOT / "data"
-    if not d.is_dir():
-        raise UserError(f"shipped data folder {d} not found; install halo-opt from its repository with `pip install -e .`")
-    return d
+    return shipped_root() / "data"
 
 
 def data_file(name_or_path: str | Path, subdir: str, what: str) -> Path:
@@ -37,7 +45,19 @@ def data_file(name_or_path: str | Path, subdir: str, what: str) -> Path:
 
 def formulations_dir() -> Path:
     """The shipped ``formulations/`` folder (scenario TOML files)."""
-    return REPO_ROOT / "formulations"
+    return shipped_root() / "formulations"
+
+
+def scenario_file(name_or_path: str | Path) -> Path:
+    """A shipped scenario by bare name (``performance`` -> ``formulations/performance.toml``), else the path."""
+    p = Path(name_or_path)
+    if p.suffix or p.exists():
+        return p
+    q = formulations_dir() / f"{p.name}.toml"
+    if not q.is_file():
+        valid = sorted(x.stem for x in formulations_dir().glob("*.toml"))
+        raise UserError(f"unknown scenario {str(name_or_path)!r}; valid: {', '.join(valid)} or a .toml path")
+    return q
 
 
 def cache_dir() -> Path:

@@ -24,10 +24,7 @@ from halo_opt.hardware.netlist import CONST0, CONST1, Netlist
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
                                 reason="Icarus Verilog (iverilog, vvp) not installed")
 
-REPO = Path(__file__).resolve().parents[1]
-SKY130 = REPO.parent / "shared/liberty/sky130hd_tt.lib.gz"
-if not SKY130.is_file():
-    SKY130 = Path("/work/shared/liberty/sky130hd_tt.lib.gz")
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 
 
 def _vexpr(function: str) -> str:

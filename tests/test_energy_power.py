@@ -15,10 +15,7 @@ from halo_opt.hardware.energy import mac_energy, mac_energy_breakdown, net_caps_
 from halo_opt.hardware.liberty_power import read_liberty_power
 from halo_opt.hardware.netlist import Cell, Gate, Netlist
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared/liberty"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/liberty")
+from shared_files import LIBERTY as SHARED  # noqa: E402  (beside the clone: REPO/../shared)
 
 FAKE = """
 library (fake) {

@@ -12,11 +12,7 @@ from halo_opt.errors import UserError
 from halo_opt.hardware.dvfs import voltage_law_for
 from halo_opt.hardware.profile import COLUMNS, MacProfile
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared/liberty"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/liberty")
-SG13G2 = SHARED / "sg13g2_stdcell_typ_1p20V_25C.lib.gz"
+from shared_files import SG13G2  # noqa: E402  (beside the clone: REPO/../shared)
 
 
 def _table(extra: bool) -> pd.DataFrame:

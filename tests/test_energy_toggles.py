@@ -13,9 +13,7 @@ from halo_opt.errors import UserError
 from halo_opt.hardware.energy import UNIT_CAP_FF, draw_activations, leakage_w, mac_energy, net_caps_ff, toggle_counts
 from halo_opt.hardware.netlist import YOSYS_CELLS, Gate, Netlist
 
-SKY130 = Path("/work/shared/liberty/sky130hd_tt.lib.gz")
-if not SKY130.is_file():
-    SKY130 = Path(__file__).resolve().parents[2] / "shared/liberty/sky130hd_tt.lib.gz"
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 CELLS = sorted(YOSYS_CELLS)
 
 

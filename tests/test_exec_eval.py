@@ -14,6 +14,7 @@ from halo_opt.execute.evaluate import embedding_fidelity, meets, parse_target, p
 from halo_opt.execute.inputs import load_costs
 from halo_opt.execute.pipeline import Context, run_baselines, run_plan, validate_execution
 from halo_opt.execute.report import write_report
+from halo_opt.report.execution import render_execution
 from halo_opt.execute.tune import tune
 
 from test_exec_core import Tiny, _inputs
@@ -118,6 +119,8 @@ def test_validate_and_report(tmp_path):
     assert rep["cost"]["realized"]["latency_s"] <= rep["cost"]["planned"]["latency_s"]
     assert all(r["measured"] > 0 and r["tokens"] == 48 for r in rep["layers"])
     write_report(tmp_path / "rep", rep)
+    assert not (tmp_path / "rep" / "report.md").exists()  # the stage writes report.json; the report stage draws
+    render_execution(tmp_path / "rep")
     back = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert set(back["methods"]) == {"plan-gptq", "float", "int8-rtn", "int4-gptq"}
     assert (tmp_path / "rep" / "error_per_layer.png").stat().st_size > 1000

@@ -16,7 +16,7 @@ from halo_opt.hardware.simulate import simulate
 from halo_opt.hardware.verilog import MacSpec, mac_verilog, strip_signed
 from halo_opt.hardware.yosys import read_user_netlist, run_yosys, synthesize, synthesize_mac
 
-SKY130 = Path(__file__).resolve().parents[2] / "shared" / "liberty" / "sky130hd_tt.lib.gz"
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 needs_sky130 = pytest.mark.skipif(not SKY130.is_file(), reason="sky130 Liberty file not present")
 
 SPECS = [

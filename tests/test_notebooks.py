@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+import ipykernel  # noqa: F401  (the test extra carries nbformat, nbclient and ipykernel: no skip)
+import nbclient
+import nbformat
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 TOL = 1e-6

@@ -140,5 +140,8 @@ def test_energy_cap_sweep(costs, tmp_path):
     ok = ex["objective"].notna().to_numpy()
     assert ok[-1] and (ex["energy_j"][ok] <= ex["energy_cap"][ok] * (1 + 1e-9)).all()
     assert (np.diff(ex["objective"].to_numpy()[ok]) <= 1e-12).all()  # a looser cap never hurts latency
-    write(tmp_path / "f", df, plans, p, "latency per pass (s)", param="energy_cap")
-    assert (tmp_path / "f" / "pareto.png").is_file()
+    write(tmp_path / "f", df, plans, p, param="energy_cap", meta={"scenario": "performance", "objective": "latency"})
+    assert not (tmp_path / "f" / "pareto.png").exists()  # the stage writes data; the report draws
+    from halo_opt.report import render
+
+    assert render(tmp_path / "f") == [tmp_path / "f" / "pareto.png"] and (tmp_path / "f" / "pareto.png").stat().st_size > 1000

@@ -16,13 +16,7 @@ from halo_opt.hardware.timing import static_timing
 from halo_opt.hardware.verilog import MacSpec
 
 
-def _shared(rel: str) -> Path:
-    p = Path(__file__).resolve().parents[2] / "shared" / rel
-    return p if p.exists() else Path("/work/shared") / rel
-
-
-SG13G2 = _shared("liberty/sg13g2_stdcell_typ_1p20V_25C.lib.gz")
-ASAP7 = sorted(_shared("liberty/asap7").glob("asap7sc7p5t_*_RVT_TT_nldm_*.lib.gz")) if _shared("liberty/asap7").is_dir() else []
+from shared_files import ASAP7, SG13G2  # noqa: E402  (beside the clone: REPO/../shared)
 
 
 @pytest.mark.skipif(not SG13G2.is_file(), reason="SG13G2 Liberty not available")

@@ -12,9 +12,7 @@ from halo_opt.hardware.delay import LOGICAL_EFFORT, BuiltinDelay, LibertyDelay, 
 from halo_opt.hardware.liberty import Table, read_liberty
 from halo_opt.hardware.netlist import YOSYS_CELLS, Gate, Netlist
 
-SKY130 = Path("/work/shared/liberty/sky130hd_tt.lib.gz")
-if not SKY130.is_file():
-    SKY130 = Path(__file__).resolve().parents[2] / "shared/liberty/sky130hd_tt.lib.gz"
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 
 T = Table(np.array([10.0, 20.0, 40.0]), np.array([1.0, 3.0]), np.array([[1.0, 2.0], [3.0, 5.0], [4.0, 9.0]]))
 

@@ -13,9 +13,7 @@ from hypothesis import given, settings, strategies as st
 from halo_opt.errors import UserError
 from halo_opt.hardware.liberty import liberty_function_to_python, parse_liberty, read_liberty
 
-SKY130 = Path("/work/shared/liberty/sky130hd_tt.lib.gz")
-if not SKY130.is_file():
-    SKY130 = Path(__file__).resolve().parents[2] / "shared/liberty/sky130hd_tt.lib.gz"
+from shared_files import SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 
 MINI = r"""
 /* a tiny library */

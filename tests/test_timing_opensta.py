@@ -15,16 +15,8 @@ from halo_opt.hardware.liberty import read_liberty
 from halo_opt.hardware.opensta import opensta_static_delay, opensta_static_delays, sta_path, weight_cases
 from halo_opt.hardware.timing import floating_delays, static_timing
 
+from shared_files import ASAP7, SG13G2, SKY130  # noqa: E402  (beside the clone: REPO/../shared)
 
-def _shared(rel: str) -> Path:
-    """``REPO/../shared/<rel>`` (CI), else ``/work/shared/<rel>``."""
-    p = Path(__file__).resolve().parents[2] / "shared" / rel
-    return p if p.exists() else Path("/work/shared") / rel
-
-
-SKY130 = _shared("liberty/sky130hd_tt.lib.gz")
-SG13G2 = _shared("liberty/sg13g2_stdcell_typ_1p20V_25C.lib.gz")
-ASAP7 = sorted(_shared("liberty/asap7").glob("asap7sc7p5t_*_RVT_TT_nldm_*.lib.gz")) if _shared("liberty/asap7").is_dir() else []
 LIBS = {"sky130": SKY130, "sg13g2": SG13G2, "asap7": ASAP7 if len(ASAP7) == 4 else None}
 
 no_sta = pytest.mark.skipif(sta_path() is None, reason="OpenSTA (sta) not installed")

@@ -313,23 +313,21 @@ class _NoProgress:
         pass
 
 
-class _RichProgress:
+class _StepsProgress:
     def __init__(self, total: int):
-        from rich.progress import Progress
+        from ..progress import Steps
 
-        self.p = Progress(transient=True)
-        self.task = self.p.add_task("calibrating (batches x layer groups)", total=total)
-        self.p.start()
+        self.p = Steps("calibrating (batches x layer groups)", total).__enter__()
 
     def advance(self, n: int) -> None:
-        self.p.advance(self.task, n)
+        self.p.advance(n)
 
     def stop(self) -> None:
-        self.p.stop()
+        self.p.__exit__(None, None, None)
 
 
 def _progress(on: bool, total: int):
-    return _RichProgress(total) if on else _NoProgress()
+    return _StepsProgress(total) if on else _NoProgress()
 
 
 # -- reading a calibration folder ----------------------------------------------------------

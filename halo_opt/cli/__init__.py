@@ -8,6 +8,8 @@ Each stage registers its command from its own module ``halo_opt/cli/<stage>.py``
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import os
 import sys
 
@@ -27,13 +29,47 @@ app = typer.Typer(
 COMMAND_MODULES = ["characterize", "calibrate", "costs", "plan", "execute", "report", "demo", "models"]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"halo-opt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Hardware-aware quantization planner: per-code MAC timing/energy -> Hessian error budgets -> exact MIP plans.
+
+    Example: halo-opt demo --out runs/demo
+    """
+
+
 def _register() -> None:
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def emit(line: str, data: dict, as_json: bool) -> None:
+    """A command's result: ``line`` for people, or ``data`` as one JSON object on stdout (``--json``;
+    non-finite numbers become null)."""
+    if as_json:
+        typer.echo(json.dumps(_finite(data), default=str))
+    else:
+        typer.echo(line)
+
+
+def _finite(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if hasattr(o, "item") and callable(o.item):  # numpy scalars
+        return _finite(o.item())
+    return o
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -31,7 +31,10 @@ def calibrate_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run of other inputs in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Accumulate H = (2/n) Σ x xᵀ per planned linear layer (float64, streaming) + activation histograms."""
+    """Accumulate H = (2/n) Σ x xᵀ per planned linear layer (float64, streaming) + activation histograms.
+
+    Example: halo-opt calibrate --model minilm --sequences 64 --seq-len 128 --seed 0 --out runs/calib
+    """
     from ..calibration import calibrate, calibration_batch, load_model
     from ..calibration.models import DEFAULT_INCLUDE
 

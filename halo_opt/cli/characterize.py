@@ -45,7 +45,10 @@ def characterize(
     console = Console(stderr=True)
     with console.status(f"characterizing {cfg.spec.name} ({'Liberty ' + ', '.join(p.name for p in ([liberty] if isinstance(liberty, Path) else liberty)) if liberty else 'built-in delays'})"):
         profile, books, _ = run(cfg, progress=False)
-    write_characterization(out, profile, books, title=f"{cfg.spec.name} — {profile.meta['library']}")
+    from ..report.profile_plot import render_profile
+
+    write_characterization(out, profile, books)
+    render_profile(out)
     print_summary(profile, books, console)
     console.print(f"wrote {out}/profile.csv, codebooks.json, profile.png")
 

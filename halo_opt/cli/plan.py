@@ -8,14 +8,25 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
-from . import app
+from . import app, emit
+
+SCENARIO_HELP = "scenario: a shipped name (performance, energy, balanced, baseline_int8, baseline_int4) or a TOML path"
+
+
+def _baseline(costs: Path) -> dict:
+    """The full-grid (INT8 on an 8-bit MAC) baseline's predicted latency and energy (the one pricing, ``execute.validate.baseline_cost``)."""
+    from ..execute.inputs import load_costs
+    from ..execute.validate import baseline_cost
+
+    return baseline_cost(load_costs(costs), "int8")
 
 
 def _load(scenario: Path, costs: Path, budget: Optional[float]):
+    from ..paths import scenario_file
     from ..solve.build import build_problem
     from ..solve.scenario import load_scenario
 
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario_file(scenario))
     if budget is not None:
         sc = sc.with_overrides(budget=budget)
     return sc, build_problem(costs, sc)
@@ -23,7 +34,7 @@ def _load(scenario: Path, costs: Path, budget: Optional[float]):
 
 @app.command()
 def plan(
-    scenario: Path = typer.Option(..., "--scenario", help="scenario TOML (see formulations/)"),
+    scenario: Path = typer.Option(..., "--scenario", help=SCENARIO_HELP),
     costs: Path = typer.Option(..., "--costs", help="cost-table folder from `halo-opt costs`"),
     solver: str = typer.Option("cpsat", "--solver", help="cpsat | milp | relax | lagrange | greedy | halo"),
     out: Path = typer.Option(Path("plan.json"), "--out", help="plan file to write"),
@@ -31,8 +42,12 @@ def plan(
     time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s (cpsat: deterministic units ≈ s of one core)"),
     workers: int = typer.Option(1, "--workers", help="solver threads (1: deterministic; more: CP-SAT's parallel portfolio, not deterministic)"),
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object (for scripts)"),
 ) -> None:
-    """Solve one scenario and write plan.json (same inputs and seed: the same bytes)."""
+    """Solve one scenario and write plan.json (same inputs and seed: the same bytes).
+
+    Example: halo-opt plan --scenario performance --costs runs/costs --solver cpsat --out runs/plan.json
+    """
     from ..solve import get_solver
     from ..solve.planner import plan as make_plan
 
@@ -43,14 +58,24 @@ def plan(
     pl = make_plan(p, solver, costs=costs, scenario=sc.to_dict(), time_limit=time_limit, workers=workers, seed=seed)
     pl.save(out)
     r = pl.result
+    from ..report.style import versus
+    from ..solve.problem import evaluate
+
+    ev, base = evaluate(p, r.assignment), _baseline(costs)
+    unit = {"latency": " s", "energy": " J"}.get(sc.objective, " (× baseline, summed)")
     notes = "".join(f", {k} {r.info[k]}" for k in ("incumbent", "bound_from") if k in r.info)
-    typer.echo(f"{solver}: {r.status} objective {r.objective:.6g} bound {r.bound:.6g} gap {r.gap:.2e} "
-               f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains{notes}) -> {out}")
+    data = {"solver": solver, "status": r.status, "objective": r.objective, "objective_kind": sc.objective, "bound": r.bound,
+            "gap": r.gap, "wall_s": r.wall_s, "latency_s": ev.latency, "energy_j": ev.energy, "error_rel": p.relative(ev.error),
+            "budget_rel": sc.budget, "speedup": base["latency_s"] / ev.latency, "energy_saving": 1 - ev.energy / base["energy_j"],
+            "baseline": base, "plan": str(out)}
+    emit(f"{solver}: {r.status}, {versus(ev.latency, ev.energy, base)}; error used ε {p.relative(ev.error):.3g} of {sc.budget:.3g}; "
+         f"objective {r.objective:.6g}{unit}, bound {r.bound:.6g}, gap {r.gap:.2e} "
+         f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains{notes}) -> {out}", data, as_json)
 
 
 @app.command()
 def pareto(
-    scenario: Path = typer.Option(..., "--scenario", help="scenario TOML (see formulations/)"),
+    scenario: Path = typer.Option(..., "--scenario", help=SCENARIO_HELP),
     costs: Path = typer.Option(..., "--costs", help="cost-table folder from `halo-opt costs`"),
     solvers: str = typer.Option("cpsat,greedy,halo,lagrange", "--solvers", help="comma-separated solver names"),
     points: int = typer.Option(12, "--points", help="number of budgets in the sweep"),
@@ -59,8 +84,12 @@ def pareto(
     workers: int = typer.Option(1, "--workers", help="parallel processes"),
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
     sweep_over: str = typer.Option("budget", "--sweep", help="budget (error ε) or energy_cap (J, at the scenario's budget)"),
+    as_json: bool = typer.Option(False, "--json", help="print the points as one JSON object (for scripts)"),
 ) -> None:
-    """ε-constraint sweep over the error budget (or the energy cap); writes a Pareto front."""
+    """ε-constraint sweep over the error budget (or the energy cap); writes a Pareto front.
+
+    Example: halo-opt pareto --scenario energy --costs runs/costs --solvers cpsat,lagrange,greedy --points 8 --out runs/pareto
+    """
     from ..solve import get_solver
     from ..solve.pareto import sweep, write
 
@@ -70,9 +99,21 @@ def pareto(
     if points < 2 or workers < 1 or time_limit <= 0:
         raise UserError("--points must be >= 2, --workers >= 1 and --time-limit > 0")
     sc, p = _load(scenario, costs, None)
+    from ..report.pareto_plot import render_pareto
+    from ..report.style import speedup, saving
+
     df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed,
-                      progress=True, costs=costs, scenario=sc.to_dict())
-    ylabel = {"latency": "latency per pass (s)", "energy": "energy per pass (J)"}.get(sc.objective, "weighted objective (× baseline)")
-    write(out, df, plans, p, ylabel, param=sweep_over)
-    n_ok = int(df["objective"].notna().sum())
-    typer.echo(f"{n_ok}/{len(df)} points solved, {int((~df['dominated']).sum())} non-dominated -> {out}")
+                      progress=not as_json, costs=costs, scenario=sc.to_dict())
+    base = _baseline(costs)
+    write(out, df, plans, p, param=sweep_over, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
+                                                     "baseline": base})
+    render_pareto(out)
+    df = df.assign(speedup=base["latency_s"] / df["latency_s"], energy_saving=1 - df["energy_j"] / base["energy_j"])
+    ok = df[df["objective"].notna()]
+    best = ok.loc[(ok["speedup"] if sc.objective == "latency" else ok["energy_saving"]).idxmax()] if len(ok) else None
+    line = f"{len(ok)}/{len(df)} points solved, {int((~df['dominated']).sum())} non-dominated"
+    if best is not None:
+        line += (f"; best {best['solver']} at ε {best['error_rel']:.3g}: {speedup(best['speedup'])} speed, "
+                 f"{saving(best['energy_saving'])} vs the full-grid baseline")
+    emit(f"{line} -> {out} (pareto.png, plans/*.json)", {"points": df.to_dict("records"),
+                                                         "baseline": base, "out": str(out)}, as_json)

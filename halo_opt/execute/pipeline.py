@@ -10,13 +10,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..costfolder import nominal_level
 from ..errors import UserError, require
 from .apply import add_damping, block_diag_error
 from .evaluate import Evaluator
 from .inputs import CostFolder, check_plan, load_costs, load_hessian
 from .run import Execution, dequantized_model, execute_plan, uniform_baseline
-from .validate import measure_output_errors, predicted_errors, realized_cost, spearman, timing_check
+from .validate import baseline_cost, measure_output_errors, predicted_errors, realized_cost, spearman, timing_check
 
 
 @dataclass
@@ -122,21 +121,6 @@ def _run_masks(ctx: Context, model: torch.nn.Module):
     return run
 
 
-def baseline_cost(ctx: Context, plan: dict) -> dict:
-    """Latency/energy of the hardware-agnostic baseline: ``full`` codebook at the nominal level
-    (:func:`halo_opt.costfolder.nominal_level`)."""
-    c = ctx.costs
-    if "full" not in c.codebooks:
-        return {"latency_s": float("nan"), "energy_j": float("nan")}
-    if not any(x is not None for x in c.compat.get("full", {}).values()):
-        return {"latency_s": float("nan"), "energy_j": float("nan")}
-    nominal = nominal_level(list(c.levels.values()), c.compat, float(c.meta["v0"]))
-    base = dict(plan, domains=[dict(d, level=nominal) for d in plan["domains"]])
-    tiles = c.tiles.assign(energy_planned_fj=c.codebooks["full"]["energy_fj"], energy_realized_fj=c.codebooks["full"]["energy_fj"])
-    hist = {g: {q: 1 for q in c.codebooks["full"]["codes"]} for g in tiles["tile"]}
-    return realized_cost(c, base, tiles, hist)["planned"]
-
-
 def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, baselines: dict[str, dict] | None = None,
                        meta: dict | None = None) -> dict:
     """Report dict: per-layer predicted vs measured error, Spearman ρ, timing, costs, accuracy table."""
@@ -155,9 +139,8 @@ def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, b
     t = timing_check(c, plan["tile_codebook"], level_of, hist, table)
     cost = realized_cost(c, plan, t, hist)
     methods = {f"plan-{ex.method}": {"metrics": metrics, **cost["realized"]}}
-    base = baseline_cost(ctx, plan)
-    for name, m in (baselines or {}).items():
-        methods[name] = {"metrics": m, **base}
+    for name, m in (baselines or {}).items():  # float: not run on the integer MAC, no cost
+        methods[name] = {"metrics": m, **{k: v for k, v in baseline_cost(c, name.partition("-")[0]).items() if k.endswith(("_s", "_j"))}}
     P = np.array([r["predicted"] for r in rows])
     M = np.array([r["measured"] for r in rows])
     return {

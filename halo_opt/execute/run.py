@@ -54,10 +54,9 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
     t0 = time.perf_counter()
     layer_names = list(dict.fromkeys(costs.tiles["layer"]))
     out, damps = {}, {}
-    from rich.progress import Progress
+    from ..progress import Steps
 
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"{method} quantize", total=len(layer_names))
+    with Steps(f"{method} quantize (layers)", len(layer_names), progress) as bar:
         for name in layer_names:
             if name not in weights:
                 raise UserError(f"planned layer '{name}' is not in the model; the plan is for another model, pass the right --model")
@@ -71,7 +70,7 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
             kw = {"blocksize": blocksize} if method == "gptq" else {}
             out[name] = fn(name, W, H, grid, tile_codebook, codes, scales=search, **kw)
             damps[name] = d
-            bar.advance(task)
+            bar.advance(what=name)
     return Execution(method, out, list(tile_codebook), {k: list(v) for k, v in codebooks.items()}, damps, time.perf_counter() - t0)
 
 

@@ -37,14 +37,15 @@ def tune(plan_fn: Callable[[float], dict], measure: Callable[[dict], dict], targ
         if b not in cache:
             try:
                 plan = plan_fn(b)
-            except UserError as e:
-                cache[b] = {"budget": b, "ok": False, "plan": None, "metrics": {}, "note": str(e)}
+            except UserError as e:  # the planner's advice names `plan`'s --budget; here the floor is --budget-min
+                cache[b] = {"budget": b, "ok": False, "plan": None, "metrics": {}, "note": str(e).replace("--budget ", "--budget-min ")}
             else:
                 m = measure(plan)
                 cache[b] = {"budget": b, "ok": meets(m, target), "plan": plan, "metrics": m, "note": ""}
             if progress:
                 r = cache[b]
-                progress(f"budget {b:.4g}: {'meets' if r['ok'] else 'misses'} target {r['metrics'] or r['note']}")
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items()) or r["note"]
+                progress(f"budget ε {b:.3g}: {'meets' if r['ok'] else 'misses'} the target ({shown})")
         return cache[b]
 
     def history():

@@ -144,3 +144,42 @@ def realized_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, hist: dict
             out[key]["energy_j"] += dyn + float(L.get("leak_power_w", 0.0)) * s
         out["domains"].append({"domain": d["domain"], "planned_level": d["level"], "realized_level": real})
     return out
+
+
+def nominal_level(costs: CostFolder) -> str:
+    """The nominal level of an executor cost folder (the one definition:
+    :func:`halo_opt.costfolder.nominal_level`)."""
+    from ..costfolder import nominal_level as _nominal
+
+    return _nominal([{"name": n, **lv} for n, lv in costs.levels.items()], costs.compat, float(costs.meta.get("v0", 1.0)))
+
+
+def baseline_codebook(costs: CostFolder, bits: str) -> str | None:
+    """The codebook a uniform baseline runs on: ``full`` for ``int8``; for ``int4`` the one named
+    ``int4``, else the first of 16 consecutive codes (the planner's ``int4`` alias). None if absent."""
+    if bits == "int8":
+        return "full" if "full" in costs.codebooks else None
+    if bits == "int4":
+        if "int4" in costs.codebooks:
+            return "int4"
+        return next((n for n, c in costs.codebooks.items()
+                     if len(c["codes"]) == 16 and np.all(np.diff(sorted(c["codes"])) == 1)), None)
+    return None
+
+
+def baseline_cost(costs: CostFolder, bits: str = "int8") -> dict:
+    """Predicted latency (s) and energy (J) per workload pass of the hardware-agnostic baseline
+    ``bits`` (``int8``/``int4``): every tile on :func:`baseline_codebook` at :func:`nominal_level`,
+    priced exactly as the planner prices a plan (``solve.problem.evaluate``). The one pricing of
+    baselines: the executor's report, the demo report and the CLI's speedups all use it.
+    ``float`` (not run on the integer MAC) and absent codebooks give NaN."""
+    cb = baseline_codebook(costs, bits)
+    if cb is None or not costs.levels:
+        return {"latency_s": float("nan"), "energy_j": float("nan"), "codebook": cb, "level": None}
+    lvl = nominal_level(costs)
+    L = costs.levels[lvl]
+    v0 = float(costs.meta.get("v0", 1.0))
+    sec = costs.latency[costs.latency["level"] == lvl]["seconds"].astype(float).sum()
+    dyn = float(costs.tiles["macs"].astype(float).sum()) * float(costs.codebooks[cb]["energy_fj"]) * 1e-15
+    energy = dyn * (float(L["voltage_v"]) / v0) ** 2 + float(L.get("leak_power_w", 0.0)) * sec
+    return {"latency_s": float(sec), "energy_j": float(energy), "codebook": cb, "level": lvl}

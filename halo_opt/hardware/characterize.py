@@ -126,15 +126,13 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     return profile, build_codebooks(profile, cfg.timing), net
 
 
-def write_characterization(out: str | Path, profile: MacProfile, codebooks: list[Codebook], title: str = "") -> Path:
-    """Write profile (CSV/Parquet/JSON), ``codebooks.json`` and ``profile.png`` into ``out`` atomically."""
-    from ..report.profile_plot import plot_profile
-
+def write_characterization(out: str | Path, profile: MacProfile, codebooks: list[Codebook]) -> Path:
+    """Write profile (CSV/Parquet/JSON), ``codebooks.json`` and ``meta.json`` into ``out`` atomically
+    (its figure, ``profile.png``, is drawn by ``halo_opt.report.profile_plot.render_profile``)."""
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         profile.save(tmp)
         save_codebooks(tmp / "codebooks.json", codebooks, provenance(profile_sha256=profile.sha256(), timing=profile.meta.get("timing_for_codebooks")))
-        plot_profile(profile, codebooks, tmp / "profile.png", title=title)
         write_json(tmp / "meta.json", provenance(profile_sha256=profile.sha256(), **{k: profile.meta[k] for k in ("wbits", "abits", "signed", "acc", "arch", "library")}))
     return out

@@ -1,4 +1,5 @@
-"""Plot of a MAC profile: per-code delay and energy, and the codebook ladder."""
+"""Figure of a MAC profile folder (``halo-opt characterize``): per-code delay and energy, and the
+codebook ladder."""
 
 from __future__ import annotations
 
@@ -7,42 +8,57 @@ from typing import Sequence
 
 import numpy as np
 
-from ..artifacts import atomic_path
-from ..hardware.codebooks import Codebook
+from ..hardware.codebooks import Codebook, load_codebooks
 from ..hardware.profile import MacProfile
+from .style import codebook_label, pyplot, save
+
+
+def render_profile(folder: str | Path, path: str | Path | None = None) -> Path:
+    """Draw ``folder/profile.png`` (or ``path``) from the folder's profile and ``codebooks.json``."""
+    folder = Path(folder)
+    profile = MacProfile.load(folder)
+    m = profile.meta
+    title = (f"{m.get('wbits')}-bit {'signed' if m.get('signed') else 'unsigned'} {m.get('arch')} MAC "
+             f"(y = p + a·w, {m.get('acc')}-bit accumulator), {m.get('library')}, {m.get('gates')} gates")
+    return plot_profile(profile, load_codebooks(folder / "codebooks.json"), path or folder / "profile.png", title)
 
 
 def plot_profile(profile: MacProfile, codebooks: Sequence[Codebook], path: str | Path, title: str = "") -> Path:
-    """Three panels: delay per code (static and floating), energy per code, codebook ladder
-    (each codebook's max delay vs mean energy, sized by its number of codes). PNG or SVG by suffix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Three panels: delay per code (static bound and sensitised floating mode), energy per code,
+    and the codebook ladder (each codebook's delay = max over its codes, energy = mean)."""
+    plt = pyplot()
     codes = profile.codes
-    fig, ax = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
-    ax[0].plot(codes, profile.delay("static"), ".", ms=4, label="static (case analysis)")
-    ax[0].plot(codes, profile.delay("float"), ".", ms=4, alpha=0.7, label="sensitised (floating mode)")
-    ax[0].set(xlabel="weight code q", ylabel="critical-path delay (ps)", title="Delay per weight code")
-    ax[0].legend(loc="lower right")
-    ax[1].plot(codes, profile.energy, ".", ms=4, color="tab:green")
-    ax[1].set(xlabel="weight code q", ylabel=f"energy per MAC at {profile.v0:g} V (fJ)", title="Energy per weight code")
-    fam_colors = {}
-    for cb in codebooks:
-        c = fam_colors.setdefault(cb.family, f"C{len(fam_colors)}")
-        ax[2].scatter(cb.delay_ps, cb.energy_fj, s=12 + 3 * np.sqrt(cb.size) * 6, color=c, alpha=0.75,
-                      label=cb.family if cb.family not in ax[2].get_legend_handles_labels()[1] else None)
-        ax[2].annotate(f"{cb.name} ({cb.size})", (cb.delay_ps, cb.energy_fj), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax[2].set(xlabel="codebook delay = max over codes (ps)", ylabel="codebook energy = mean over codes (fJ)",
-              title="Codebook ladder (marker size ~ number of codes)")
-    ax[2].legend(fontsize=8, loc="upper left")
+    st, fl, en = profile.delay("static"), profile.delay("float"), profile.energy
+    nz = codes != 0
+    fig, ax = plt.subplots(1, 3, figsize=(17, 5.2), constrained_layout=True, gridspec_kw={"width_ratios": [1, 1, 1.25]})
+    ax[0].plot(codes[nz], st[nz], "o", ms=4.5, mfc="none", mew=0.8, color="C0", label="static bound (case analysis)")
+    ax[0].plot(codes[nz], fl[nz], ".", ms=3.5, color="C1", label="sensitised (floating mode)")
+    z = np.flatnonzero(~nz)
+    # code 0 is far faster (no partial product): said under the axis, not drawn off-scale
+    note0 = f"\ncode 0 (not drawn): static {st[z[0]]:.0f} ps, floating {fl[z[0]]:.0f} ps" if z.size else ""
+    ax[0].set(xlabel="weight code q" + note0, ylabel="critical-path delay (ps)", title="Delay per weight code")
+    ax[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax[1].plot(codes[nz], en[nz], ".", ms=4, color="tab:green")
+    ax[1].set(xlabel="weight code q" + (f"\ncode 0 (not drawn): {en[z[0]]:.0f} fJ" if z.size else ""),
+              ylabel=f"energy per MAC at {profile.v0:g} V (fJ)", title="Energy per weight code")
+    # ladder: horizontal bars of delay, sorted, coloured by family, energy and size written beside
+    books = sorted(codebooks, key=lambda c: (c.delay_ps, c.energy_fj))
+    fams = list(dict.fromkeys(c.family for c in books))
+    y = np.arange(len(books))
+    lo = min(c.delay_ps for c in books)
+    ax[2].barh(y, [c.delay_ps - 0.97 * lo for c in books], left=0.97 * lo,
+               color=[f"C{fams.index(c.family)}" for c in books], height=0.7)
+    for yi, c in zip(y, books):
+        ax[2].text(c.delay_ps, yi, f" {c.energy_fj:.0f} fJ, {c.size} codes", va="center", fontsize=7.5)
+    ax[2].set_yticks(y, [codebook_label(c.name) for c in books], fontsize=8)
+    ax[2].invert_yaxis()
+    hi = max(c.delay_ps for c in books)
+    ax[2].set_xlim(0.97 * lo, hi + 0.32 * (hi - 0.97 * lo))
+    ax[2].set(xlabel="codebook delay = max over its codes (ps)", title="Codebooks: delay (bar), mean energy and size (text)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{i}") for i in range(len(fams))]
+    ax[2].legend(handles, fams, title="family", loc="upper right")
     for a in ax:
         a.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)

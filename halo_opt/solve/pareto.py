@@ -22,15 +22,31 @@ from ..errors import UserError
 from .problem import Problem, evaluate
 
 
-def default_budgets(p: Problem, points: int) -> np.ndarray:
+def bound_error(p: Problem, time_limit: float = 10.0) -> float:
+    """Absolute error of a plan that is optimal with no error budget (the physical bound, from
+    ``lagrange``; for a latency-only objective the least-error codebooks its levels allow, which
+    keeps the latency). Every budget at or above it has the same optimum. inf if none found."""
+    from . import get_solver
+
+    r = get_solver("lagrange")(p.replace(budget=math.inf), time_limit=time_limit)
+    if not r.has_plan:
+        return math.inf
+    if p.w_energy == 0:
+        ok = p.compat[:, r.assignment.level[p.group_domain]].T  # [G, C]: allowed at the group's level
+        return float((p.count * np.where(ok, p.err, np.inf).min(1)).sum())
+    return float(evaluate(p.replace(budget=math.inf), r.assignment).error)
+
+
+def default_budgets(p: Problem, points: int, time_limit: float = 10.0) -> np.ndarray:
     """Relative budgets, geometric from the least achievable error to the error at which the
-    budget stops binding (every tile on its highest-error codebook)."""
+    budget stops binding: every tile on its highest-error codebook, or :func:`bound_error` if
+    smaller (no point is spent on budgets that cannot change the optimum)."""
     from .infeasible import min_error
 
     lo = min_error(p)
     if not math.isfinite(lo):
         raise UserError("no plan satisfies the level constraints; allow more levels or codebooks")
-    hi = float((p.count * np.where(p.compat.any(1)[None, :], p.err, 0).max(1)).sum())
+    hi = min(float((p.count * np.where(p.compat.any(1)[None, :], p.err, 0).max(1)).sum()), bound_error(p, time_limit))
     lo = max(lo * (1 + 1e-6), 1e-300)
     hi = max(hi * 1.001, lo * 1.001)  # just above: conservative integer scaling (cpsat) must not cut the top point
     return np.array([p.relative(x) for x in np.geomspace(lo, hi, points)])
@@ -87,7 +103,7 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
     if param not in ("budget", "energy_cap"):
         raise UserError(f"unknown sweep parameter {param!r}; use budget or energy_cap")
     if values is None:
-        values = default_budgets(p, points) if param == "budget" else default_energy_caps(p, points)
+        values = default_budgets(p, points, time_limit) if param == "budget" else default_energy_caps(p, points)
     values = np.sort(np.asarray(values, float))
     n_chunks = max(1, min(int(workers), len(values)))
     sc = dict(scenario or {})
@@ -107,12 +123,9 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
 
 
 def _progress(it, total, on):
-    if not on:
-        yield from it
-        return
-    from rich.progress import track
+    from ..progress import track
 
-    yield from track(it, total=total, description="pareto sweep")
+    yield from track(it, "pareto sweep (solver x budget chunks)", on, total=total)
 
 
 def dominated(err: np.ndarray, obj: np.ndarray) -> np.ndarray:
@@ -124,15 +137,12 @@ def dominated(err: np.ndarray, obj: np.ndarray) -> np.ndarray:
     return d | ~ok
 
 
-def write(out_dir: str | Path, df, plans, p: Problem, ylabel: str, param: str = "budget") -> Path:
+def write(out_dir: str | Path, df, plans, p: Problem, param: str = "budget", meta: dict | None = None) -> Path:
     """``points.parquet``, ``plans/<solver>-<k>.json`` (plan files, contract §6: each runs with
-    ``halo-opt execute``) and ``pareto.png`` in ``out_dir`` (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..artifacts import atomic_path
+    ``halo-opt execute``) and ``pareto.json`` (``param`` and ``meta``, e.g. the scenario's name and
+    objective) in ``out_dir`` (atomic). The figure, ``pareto.png``, is drawn by
+    ``halo_opt.report.pareto_plot.render_pareto``."""
+    from ..artifacts import atomic_path, write_json
     from ..planfile import save_plan
 
     out_dir = Path(out_dir)
@@ -149,20 +159,5 @@ def write(out_dir: str | Path, df, plans, p: Problem, ylabel: str, param: str = 
             names.append(n)
         df = df.assign(plan=names)
         df.to_parquet(tmp / "points.parquet", index=False)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        xcol = "error_rel" if param == "budget" else "energy_j"
-        for s, g in df.groupby("solver", sort=False):
-            g = g[np.isfinite(g["objective"])].sort_values(xcol)
-            ax.plot(g[xcol], g["objective"], "o-", label=s, alpha=0.8)
-            nd = g[~g["dominated"]]
-            ax.plot(nd[xcol], nd["objective"], "k.", ms=3)
-        ax.set_xscale("log")
-        ax.set_xlabel("relative error Σe / Σ tr(W H Wᵀ)  (dimensionless)" if param == "budget" else "energy per pass (J)")
-        ax.set_ylabel(ylabel)
-        ax.set_title("ε-constraint Pareto front (black dots: non-dominated)")
-        ax.legend(title="solver")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(tmp / "pareto.png", dpi=120)
-        plt.close(fig)
+        write_json(tmp / "pareto.json", {"param": param, "normaliser": p.normaliser, **(meta or {})})
     return out_dir
