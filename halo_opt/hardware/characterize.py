@@ -17,7 +17,7 @@ import numpy as np
 
 from ..artifacts import atomic_path, provenance, sha256_file, write_json
 from ..errors import UserError
-from .check import code_range, functional_check, sample_psums
+from .check import code_range, functional_check, psum_ports, sample_psums
 from .codebooks import Codebook, build_codebooks, save_codebooks
 from .delay import BuiltinDelay, LibertyDelay
 from .dvfs import load_voltage_law
@@ -58,10 +58,13 @@ class CharacterizeConfig:
         return "sky130" if "sky130" in library.lower() else "generic"
 
 
-def load_netlist(cfg: CharacterizeConfig) -> Netlist:
-    """Synthesized (cached) or user-given netlist, exhaustively checked against ``y = p + a*w``."""
+def load_netlist(cfg: CharacterizeConfig, stage: str = "mac") -> Netlist:
+    """Synthesized (cached) or user-given netlist of ``stage``, exhaustively checked (:mod:`.check`)."""
     if cfg.netlist is None:
-        return synthesize_mac(cfg.spec, cfg.liberty)
+        return synthesize_mac(cfg.spec, cfg.liberty, stage=stage)
+    if cfg.spec.stages != ("mac",):
+        raise UserError(f"--netlist takes one combinational y = p + a*w MAC; design {cfg.spec.name} has stages "
+                        f"{', '.join(cfg.spec.stages)}: drop --netlist or use --pipeline combinational --accumulate cpa")
     net = read_user_netlist(cfg.netlist, cfg.liberty)
     net.meta["spec"] = cfg.spec.to_dict()
     for port, width in cfg.spec.port_widths.items():
@@ -72,50 +75,141 @@ def load_netlist(cfg: CharacterizeConfig) -> Netlist:
     return net
 
 
+def timing_view(net: Netlist, spec: MacSpec, stage: str) -> Netlist:
+    """``net`` with the port roles the timing and energy code expects (inputs ``a``, ``w``,
+    ``p``, output ``y``; same gates and nets): a redundant pair (``ps``, ``pc``) or (``ys``,
+    ``yc``) becomes one port, low half first; ``m`` of the ``acc`` stage and ``s`` of
+    ``resolve`` play ``a``, ``c`` plays ``p``; a port the stage lacks (``p`` of ``mul``, ``w``
+    of the weight-independent stages) is one fresh unconnected input net."""
+    ins = dict(net.inputs)
+    n = net.n_nets
+    role = {"mac": ("a", "w"), "mul": ("a", "w"), "acc": ("m", None), "resolve": ("s", None)}[stage]
+    view_in: dict[str, list[int]] = {"a": ins[role[0]], "w": ins[role[1]] if role[1] else [n]}
+    n += role[1] is None
+    if stage == "mul":
+        view_in["p"], n = [n], n + 1
+    elif stage == "resolve":
+        view_in["p"] = ins["c"]
+    else:
+        view_in["p"] = ins["p"] if "p" in ins else ins["ps"] + ins["pc"]
+    outs = net.outputs
+    y = outs.get("y") or outs.get("m") or outs["ys"] + outs["yc"]
+    meta = {**net.meta, "stage": stage, "view_of": net.module}
+    return Netlist(net.module, n, view_in, {"y": list(y)}, net.gates, net.cells, net.net_names, meta)
+
+
+def product_sample(spec: MacSpec, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct values the product register can hold (``a*w`` over all codes): 0, the
+    extremes, ±1 where reachable, then uniform draws (``seed``) from the rest."""
+    prods = np.unique(np.multiply.outer(code_range(spec.abits, spec.signed), code_range(spec.wbits, spec.signed)))
+    special = [v for v in dict.fromkeys([0, int(prods.max()), int(prods.min()), -1, 1]) if v in set(prods.tolist())]
+    rest = np.setdiff1d(prods, special)
+    pick = np.random.default_rng(seed).choice(rest, size=min(max(0, n - len(special)), rest.size), replace=False)
+    return np.concatenate([np.array(special, np.int64), np.sort(pick)])[:n]
+
+
+def _psum_values(spec: MacSpec, n: int, seed: int) -> np.ndarray:
+    """Sampled accumulator states as the view's ``p`` (csa: ``ps + pc·2^acc``)."""
+    ps = psum_ports(spec, n, seed)
+    return ps["p"] if "p" in ps else ps["ps"] | (ps["pc"] << spec.acc)
+
+
+def _stage_energy(view: Netlist, lib, cfg: CharacterizeConfig, v0: float, codes, a_seq, p_seq) -> np.ndarray:
+    """Per-code dynamic energy (fJ) of one stage view over the streams (the one call into energy.py)."""
+    caps = net_caps_ff(view, lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout)
+    return mac_energy(view, caps, codes, a_seq, p_seq, v0)
+
+
 def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacProfile, list[Codebook], Netlist]:
-    """Per-code profile, the standard codebooks, and the (checked) netlist they came from."""
+    """Per-code profile, the standard codebooks, and the (checked) netlist of the first stage
+    (the whole MAC when combinational, the multiplier stage when registered).
+
+    Every stage of ``cfg.spec`` is synthesized, checked and timed on its own (a register
+    boundary is a stage's ports; register clk->q and setup are not included). Per code, the
+    profile's delay is the clock-limiting one: the combinational MAC's delay, or for a
+    registered design ``max(mul(q), acc)`` where ``mul(q)`` is the weight-dependent multiplier
+    stage (also in columns ``stage_static_ps`` / ``stage_float_ps``) and ``acc`` the
+    weight-independent floor of the accumulate stage. ``resolve`` (carry-save only) runs once
+    per column, is not in the per-MAC delay and is reported in ``meta['stages']``. Energy per
+    MAC sums the per-MAC stages (the accumulate stage sees the product stream ``a·q``).
+    """
     if cfg.n_psums < 1 or cfg.n_energy < 2:
         raise UserError("need --psums >= 1 and --energy-vectors >= 2")
     t0 = time.perf_counter()
-    net = load_netlist(cfg)
+    spec = cfg.spec
+    nets = {st: load_netlist(cfg, st) for st in spec.stages}
     lib = read_liberty(cfg.liberty) if cfg.liberty is not None else None
-    library = net.meta.get("library") or (Path(cfg.liberty).name if cfg.liberty else "yosys-builtin")
+    first = nets[spec.stages[0]]
+    library = first.meta.get("library") or (Path(cfg.liberty).name if cfg.liberty else "yosys-builtin")
     law = load_voltage_law(cfg.law_name(str(library)))
     model = LibertyDelay(lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout) if lib is not None else BuiltinDelay()
-    spec = cfg.spec
     codes = code_range(spec.wbits, spec.signed)
     t_synth = time.perf_counter() - t0
 
-    st = static_timing(net, model, codes)
     acts = code_range(spec.abits, spec.signed)
-    psums = sample_psums(spec.acc, spec.signed, cfg.n_psums, cfg.seed)
-    floating = floating_delays(net, model, codes, acts, psums, static=st, threads=cfg.threads, progress=progress)
+    psums = _psum_values(spec, cfg.n_psums, cfg.seed)
+    views = {st: timing_view(net, spec, st) for st, net in nets.items()}
+    stage_vals = {"mac": (codes, acts, psums), "mul": (codes, acts, np.zeros(1, np.int64)),
+                  "acc": (np.zeros(1, np.int64), product_sample(spec, 1 << spec.abits, cfg.seed), psums),
+                  "resolve": (np.zeros(1, np.int64), sample_psums(spec.acc, spec.signed, 1 << spec.abits, cfg.seed + 1),
+                              sample_psums(spec.acc, spec.signed, cfg.n_psums, cfg.seed))}
+    timing: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for st, view in views.items():
+        c, a, p = stage_vals[st]
+        stt = static_timing(view, model, c)
+        fl = floating_delays(view, model, c, a, p, static=stt, threads=cfg.threads, progress=progress and c.size > 1)
+        timing[st] = (stt.delay_ps, np.minimum(fl, stt.delay_ps))
     t_timing = time.perf_counter() - t0 - t_synth
 
     rng = np.random.default_rng(cfg.seed)
     a_seq = draw_activations(cfg.n_energy, spec.abits, spec.signed, rng, cfg.act_hist)
-    p_lo = -(1 << (spec.acc - 1)) if spec.signed else 0
-    p_seq = rng.integers(p_lo, p_lo + (1 << spec.acc), size=cfg.n_energy)
-    caps = net_caps_ff(net, lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout)
-    energy = mac_energy(net, caps, codes, a_seq, p_seq, law.v0)
+    if spec.accumulate == "cpa":
+        p_lo = -(1 << (spec.acc - 1)) if spec.signed else 0
+        p_seq = rng.integers(p_lo, p_lo + (1 << spec.acc), size=cfg.n_energy)
+    else:
+        p_seq = rng.integers(0, 1 << (2 * spec.acc), size=cfg.n_energy)
+    energy: dict[str, np.ndarray] = {}
+    for st, view in views.items():
+        if st == "mac":
+            energy[st] = _stage_energy(view, lib, cfg, law.v0, codes, a_seq, p_seq)
+        elif st == "mul":
+            energy[st] = _stage_energy(view, lib, cfg, law.v0, codes, a_seq, np.zeros_like(a_seq))
+        elif st == "acc":  # the product register streams a·q: one run per code
+            energy[st] = np.array([_stage_energy(view, lib, cfg, law.v0, [0], a_seq * int(q), p_seq)[0] for q in codes])
+        else:
+            s_seq, c_seq = (rng.integers(0, 1 << spec.acc, size=cfg.n_energy) for _ in range(2))
+            energy[st] = _stage_energy(view, lib, cfg, law.v0, [0], s_seq, c_seq)
     t_energy = time.perf_counter() - t0 - t_synth - t_timing
 
     import pandas as pd
 
-    table = pd.DataFrame({"code": codes, "delay_static_ps": st.delay_ps,
-                          "delay_float_ps": np.minimum(floating, st.delay_ps), "energy_fj": energy})
+    per_mac = [st for st in spec.stages if st != "resolve"]
+    dep = per_mac[0]  # the weight-dependent stage
+    static = np.max([np.broadcast_to(timing[st][0], codes.shape) for st in per_mac], axis=0)
+    floating = np.max([np.broadcast_to(timing[st][1], codes.shape) for st in per_mac], axis=0)
+    cols = {"code": codes, "delay_static_ps": static, "delay_float_ps": floating,
+            "energy_fj": np.sum([np.broadcast_to(energy[st], codes.shape) for st in per_mac], axis=0)}
+    if spec.pipeline == "registered":
+        cols |= {"stage_static_ps": timing[dep][0], "stage_float_ps": timing[dep][1]}
+    stages = {st: {"gates": len(nets[st].gates), "weight_dependent": st in ("mac", "mul"),
+                   "per": "column" if st == "resolve" else "mac",
+                   "static_ps": float(timing[st][0].max()), "float_ps": float(timing[st][1].max()),
+                   "energy_fj": float(np.mean(energy[st])), "leakage_w": leakage_w(views[st], lib),
+                   "netlist_sha256": nets[st].meta.get("netlist_sha256")} for st in spec.stages}
     meta: dict[str, Any] = {
-        **spec.to_dict(), "library": str(library), "v0": law.v0, "voltage_law": law.name,
-        "leakage_w": leakage_w(net, lib), "delay_model": model.name, "gates": len(net.gates),
-        "netlist_sha256": net.meta.get("netlist_sha256"), "netlist_source": net.meta.get("source"),
+        **spec.to_dict(), "design": spec.name, "library": str(library), "v0": law.v0, "voltage_law": law.name,
+        "leakage_w": sum(stages[st]["leakage_w"] for st in per_mac), "delay_model": model.name,
+        "gates": sum(stages[st]["gates"] for st in per_mac), "stages": stages,
+        "registers": "excluded: stage delays run from stage inputs to stage outputs; no clk->q, setup or register energy",
+        "netlist_sha256": first.meta.get("netlist_sha256"), "netlist_source": first.meta.get("source"),
         "liberty_sha256": sha256_file(cfg.liberty) if cfg.liberty else None,
         "n_activations": int(acts.size), "n_psums": int(psums.size), "n_energy_vectors": cfg.n_energy,
         "activation_stream": "histogram" if cfg.act_hist is not None else "uniform", "seed": cfg.seed,
         "timing_for_codebooks": cfg.timing,
         "seconds": {"netlist": round(t_synth, 3), "timing": round(t_timing, 3), "energy": round(t_energy, 3)},
     }
-    profile = MacProfile(table, meta)
-    return profile, build_codebooks(profile, cfg.timing), net
+    profile = MacProfile(pd.DataFrame(cols), meta)
+    return profile, build_codebooks(profile, cfg.timing), first
 
 
 def write_characterization(out: str | Path, profile: MacProfile, codebooks: list[Codebook], title: str = "") -> Path:
@@ -128,5 +222,5 @@ def write_characterization(out: str | Path, profile: MacProfile, codebooks: list
         profile.save(tmp)
         save_codebooks(tmp / "codebooks.json", codebooks, provenance(profile_sha256=profile.sha256(), timing=profile.meta.get("timing_for_codebooks")))
         plot_profile(profile, codebooks, tmp / "profile.png", title=title)
-        write_json(tmp / "meta.json", provenance(profile_sha256=profile.sha256(), **{k: profile.meta[k] for k in ("wbits", "abits", "signed", "acc", "arch", "library")}))
+        write_json(tmp / "meta.json", provenance(profile_sha256=profile.sha256(), **{k: profile.meta.get(k) for k in ("wbits", "abits", "signed", "acc", "arch", "pipeline", "accumulate", "library")}))
     return out
