@@ -26,8 +26,11 @@ and prints the markdown table with the wall time, process CPU time and load aver
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,24 +173,52 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--liberty", type=Path, default=None, help="Liberty file (default: built-in gate delays)")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs")
-    ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM physical bound (no torch import)")
-    args = ap.parse_args()
-    t0, c0 = time.perf_counter(), cpu_s()
-    load0 = os.getloadavg()
-    shapes = None if args.no_minilm else minilm_shapes(Workload())
+def run_shard(args, k: int, n: int) -> None:
+    """Designs ``k::n`` of the sweep; rows to ``rows-<k>.jsonl``, per-code tables to ``per_code-<k>.csv``."""
+    raw = json.loads((args.out / "minilm_shapes.json").read_text()) if (args.out / "minilm_shapes.json").is_file() else None
+    shapes = [LayerShape(**r) for r in raw] if raw else None
     halo = MacProfile.load(HALO) if HALO.is_file() else None
     rows, tables = [], []
-    for spec in designs(args.quick):
+    for spec in designs(args.quick)[k::n]:
         r, t = run_one(spec, args.liberty, shapes, halo, args.threads)
         rows.append(r)
         tables.append(t)
         print(f"{spec.name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, spread {r['spread_static']:.2f}x", flush=True)
+    (args.out / f"rows-{k}.jsonl").write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
+    pd.concat(tables, ignore_index=True).to_csv(args.out / f"per_code-{k}.csv", index=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--liberty", type=Path, default=None, help="Liberty file (default: built-in gate delays)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (designs split round-robin)")
+    ap.add_argument("--threads", type=int, default=1, help="floating-mode threads per worker")
+    ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs")
+    ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM physical bound (no torch import)")
+    ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/n: internal, one worker
+    args = ap.parse_args()
+    if args.shard:
+        k, n = map(int, args.shard.split("/"))
+        return run_shard(args, k, n)
+    t0, c0 = time.perf_counter(), cpu_s()
+    load0 = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")) + list(args.out.glob("minilm_shapes.json")):
+        f.unlink()
+    shapes = None if args.no_minilm else minilm_shapes(Workload())
+    if shapes is not None:
+        (args.out / "minilm_shapes.json").write_text(json.dumps([vars(s) for s in shapes]))
+    cmd = [sys.executable, __file__, "--out", str(args.out), "--threads", str(args.threads)]
+    cmd += (["--liberty", str(args.liberty)] if args.liberty else []) + (["--quick"] if args.quick else [])
+    procs = [subprocess.Popen(cmd + ["--shard", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a worker failed; see its output above")
+    rows = [json.loads(line) for k in range(args.jobs) for line in (args.out / f"rows-{k}.jsonl").read_text().splitlines()]
+    tables = [pd.read_csv(args.out / f"per_code-{k}.csv") for k in range(args.jobs)]
+    order = {s.name: i for i, s in enumerate(designs(args.quick))}
+    rows.sort(key=lambda r: order[r["design"]])
+    halo = MacProfile.load(HALO) if HALO.is_file() else None
     if halo is not None:
         r, t = halo_row(halo, shapes)
         rows.append(r)
@@ -196,12 +227,13 @@ def main() -> None:
     df = pd.DataFrame(rows)
     per_code = pd.concat(tables, ignore_index=True)
     lib = args.liberty.name if args.liberty else "yosys built-in gates (logical effort, tau = 16 ps)"
-    args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / "designs.csv", index=False)
     per_code.to_csv(args.out / "per_code.csv", index=False)
-    head = (f"Library: {lib}. Sweep of {len(rows) - (halo is not None)} designs: {wall:.0f} s wall, {cpu:.0f} s CPU (process + Yosys children) "
-            f"(single process, --threads {args.threads}), load average {load0[0]:.1f} at start / {os.getloadavg()[0]:.1f} at end "
-            f"on {os.cpu_count()} cores ({platform.machine()}); synthesis from the cache where present.\n\n")
+    for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")):
+        f.unlink()
+    head = (f"Library: {lib}. Sweep of {len(rows) - (halo is not None)} designs: {wall:.0f} s wall, {cpu:.0f} s CPU "
+            f"(all processes incl. Yosys; {args.jobs} workers, --threads {args.threads}), load average {load0[0]:.1f} at start / "
+            f"{os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores ({platform.machine()}); synthesis from the cache where present.\n\n")
     (args.out / "table.md").write_text(head + markdown(df))
     plot(per_code, args.out / "design_space.png", f"per-code delay shape, {lib.split(' (')[0]}")
     print(head + markdown(df))
