@@ -91,18 +91,19 @@ def functional_check(netlist: Netlist, spec: MacSpec, n_psums: int = 64, seed: i
         have = netlist.inputs.get(port, netlist.outputs.get(port))
         if have is None or len(have) != width:
             got = "missing" if have is None else f"{len(have)} bits"
-            raise UserError(f"netlist port {port} is {got}, but stage {stage} of the MAC spec ({spec.name}) needs {width} bits; pass the matching --wbits/--abits/--acc")
+            raise UserError(f"netlist port {port} is {got}, but the MAC spec ({spec.name}, stage {stage}) needs {width} bits; pass the matching --wbits/--abits/--acc")
     grid, addend, sampled = stage_vectors(spec, stage, n_psums, seed)
     what = {"mac": "y = p + a*w" if spec.accumulate == "cpa" else "ys + yc = ps + pc + a*w", "mul": "m = a*w",
             "acc": "y = p + m" if spec.accumulate == "cpa" else "ys + yc = ps + pc + m", "resolve": "y = s + c"}[stage]
-    return check_sum(netlist, grid, addend, sampled, list(outs), f"{what} ({spec.name}, stage {stage})")
+    return check_sum(netlist, grid, addend, sampled, list(outs), what, f"stage {stage} of this MAC spec ({spec.name})", spec.signed)
 
 
 def check_sum(netlist: Netlist, grid: dict[str, np.ndarray], addend: np.ndarray, sampled: dict[str, np.ndarray],
-              out_ports: list[str], what: str) -> int:
+              out_ports: list[str], what: str, design: str = "this MAC", signed: bool = False) -> int:
     """Check ``Σ out_ports ≡ addend + Σ sampled ports (mod 2^width)`` over every grid vector
     (``grid[port][i]``, ``addend[i]``) times every sample row (``sampled[port][j]``); ``width``
-    is that of the output ports (all equal). Return the number of vectors checked."""
+    is that of the output ports (all equal). A failure names the vector and the two sums
+    (two's complement when ``signed``). Return the number of vectors checked."""
     widths = {p: len(netlist.inputs[p]) for p in list(grid) + list(sampled)}
     width = len(netlist.outputs[out_ports[0]])
     mask = (1 << width) - 1
@@ -132,10 +133,10 @@ def check_sum(netlist: Netlist, grid: dict[str, np.ndarray], addend: np.ndarray,
             j = int(bad[0])
             diff = unpack_bits(np.bitwise_or.reduce(Y[:, j : j + 1] ^ E[:, j : j + 1], axis=0)[None], 64)
             i = j * 64 + int(np.flatnonzero(diff)[0])
-            got, exp = (int(unpack_bits(X[:, j : j + 1], 64)[i % 64]) for X in (Y, E))
+            got, exp = (int(unpack_bits(X[:, j : j + 1], 64, signed)[i % 64]) for X in (Y, E))
             v = int(idx[i % idx.size])
             at = " ".join([f"{p}={grid[p][v]}" for p in grid] + [f"{p}={sampled[p][s + i // idx.size]}" for p in sampled])
-            raise UserError(f"netlist fails {what} at {at}: expected {exp} (mod 2^{width}), got {got}; the netlist is not this stage of the MAC spec")
+            raise UserError(f"netlist fails {what} at {at}: expected {exp}, got {got} (mod 2^{width}); the netlist is not {design}")
     return G * rows
 
 
