@@ -129,47 +129,59 @@ def halo_row(halo: MacProfile, shapes) -> tuple[dict, pd.DataFrame]:
     return row, halo.table.assign(design="halo")
 
 
+def num(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
 def fmt(v, spec: str = ".0f") -> str:
-    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+    return format(v, spec) if num(v) else "–"
 
 
 def markdown(df: pd.DataFrame) -> str:
     lines = ["| design | gates | full-grid ps | spread static / float | fast8 ps (x) | fast16 ps (x) | energy fJ | "
-             "MiniLM bound (book @ level) | HALO Spearman | fastest 8 / 16 shared | CPU s |",
+             "fastest book: clock ratio, MiniLM bound (book @ level) | HALO Spearman | fastest 8 / 16 shared | CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
         full = r["full_ps"]
-        x8 = f"{fmt(r['fast8_ps'])} ({full / r['fast8_ps']:.2f}x)" if r.get("fast8_ps") else "–"
-        x16 = f"{fmt(r['fast16_ps'])} ({full / r['fast16_ps']:.2f}x)" if r.get("fast16_ps") else "–"
-        bound = f"{r['bound_speedup']:.2f}x ({r['bound_book']} @ {r['bound_level']})" if r.get("bound_speedup") else "–"
-        en = f"{r['energy_min_fj']:.0f}–{r['energy_max_fj']:.0f}" if r.get("energy_min_fj") is not None and not np.isnan(r["energy_min_fj"]) else "–"
+        x8 = f"{fmt(r['fast8_ps'])} ({full / r['fast8_ps']:.2f}x)" if num(r.get("fast8_ps")) else "–"
+        x16 = f"{fmt(r['fast16_ps'])} ({full / r['fast16_ps']:.2f}x)" if num(r.get("fast16_ps")) else "–"
+        bound = (f"{r['bound_clock_ratio']:.2f}x, {r['bound_speedup']:.2f}x ({r['bound_book']} @ {r['bound_level']})"
+                 if num(r.get("bound_speedup")) else "–")
+        en = f"{r['energy_min_fj']:.0f}–{r['energy_max_fj']:.0f}" if num(r.get("energy_min_fj")) else "–"
         sp = f"{r['spread_static']:.2f} / {fmt(r['spread_float'], '.2f')}"
         halo = fmt(r.get("halo_spearman"), ".2f")
-        ov = f"{int(r['halo_overlap_8'])} / {int(r['halo_overlap_16'])}" if r.get("halo_overlap_8") is not None and not np.isnan(r["halo_overlap_8"]) else "–"
+        ov = f"{int(r['halo_overlap_8'])} / {int(r['halo_overlap_16'])}" if num(r.get("halo_overlap_8")) else "–"
         lines.append(f"| {r['design']} | {fmt(r['gates'])} | {full:.0f} | {sp} | {x8} | {x16} | {en} | {bound} | {halo} | {ov} | {fmt(r.get('cpu_s'), '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
+    """One panel per 8x8 signed design (normalised per-code delay; a registered design's
+    multiplier stage), HALO's table in grey behind each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    show = [d for d in per_code["design"].unique() if d == "halo" or (d.startswith("mac_s8x8") and ("_reg_csa" in d or d.endswith("_array") or d.endswith("_wallace")))]
-    fig, ax = plt.subplots(figsize=(11, 5.5))
-    for d in show:
+    show = [d for d in per_code["design"].unique() if d.startswith("mac_s8x8")]
+    halo = per_code[per_code["design"] == "halo"].sort_values("code")
+    cols = 4
+    rows = -(-len(show) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, d in zip(axes.ravel(), show):
         t = per_code[per_code["design"] == d].sort_values("code")
         col = "stage_static_ps" if "stage_static_ps" in t and t["stage_static_ps"].notna().all() else "delay_static_ps"
-        y = t[col] / t[col].max()
-        ax.plot(t["code"], y, lw=2.0 if d == "halo" else 0.9, color="black" if d == "halo" else None,
-                label=("HALO table (1/max clock)" if d == "halo" else d + (" (mul stage)" if col.startswith("stage") else "")))
-    ax.set_xlabel("weight code")
-    ax.set_ylabel("per-code static delay / max")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+        if len(halo):
+            ax.plot(halo["code"], halo["delay_static_ps"] / halo["delay_static_ps"].max(), color="0.7", lw=0.8)
+        ax.plot(t["code"], t[col] / t[col].max(), lw=0.8)
+        ax.set_title(d.removeprefix("mac_s8x8_acc24_") + (" (mul stage)" if col.startswith("stage") else ""), fontsize=8)
+        ax.set_ylim(0, 1.05)
+    for ax in axes.ravel()[len(show):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: per-code static delay / max (grey: HALO table, 1/max clock)", fontsize=10)
+    fig.supxlabel("weight code", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -196,8 +208,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="floating-mode threads per worker")
     ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs")
     ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM physical bound (no torch import)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite table.md and the plot from --out's designs.csv, per_code.csv, run.json")
     ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/n: internal, one worker
     args = ap.parse_args()
+    if args.render_only:
+        return render(args.out, pd.read_csv(args.out / "designs.csv"), pd.read_csv(args.out / "per_code.csv"),
+                      json.loads((args.out / "run.json").read_text()))
     if args.shard:
         k, n = map(int, args.shard.split("/"))
         return run_shard(args, k, n)
@@ -231,11 +247,21 @@ def main() -> None:
     per_code.to_csv(args.out / "per_code.csv", index=False)
     for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")):
         f.unlink()
-    head = (f"Library: {lib}. Sweep of {len(rows) - (halo is not None)} designs: {wall:.0f} s wall, {cpu:.0f} s CPU "
-            f"(all processes incl. Yosys; {args.jobs} workers, --threads {args.threads}), load average {load0[0]:.1f} at start / "
-            f"{os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores ({platform.machine()}); synthesis from the cache where present.\n\n")
-    (args.out / "table.md").write_text(head + markdown(df))
-    plot(per_code, args.out / "design_space.png", f"per-code delay shape, {lib.split(' (')[0]}")
+    run = {"library": lib, "designs": len(rows) - (halo is not None), "wall_s": wall, "cpu_s": cpu, "jobs": args.jobs,
+           "threads": args.threads, "load_start": load0[0], "load_end": os.getloadavg()[0], "cores": os.cpu_count(),
+           "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (args.out / "run.json").write_text(json.dumps(run, indent=1))
+    render(args.out, df, per_code, run)
+
+
+def render(out: Path, df: pd.DataFrame, per_code: pd.DataFrame, run: dict) -> None:
+    """``table.md`` (run line + table) and ``design_space.png`` from a finished sweep."""
+    head = (f"Library: {run['library']}. Sweep of {run['designs']} designs ({run['date']}): {run['wall_s']:.0f} s wall, "
+            f"{run['cpu_s']:.0f} s CPU (all processes incl. Yosys; {run['jobs']} workers, --threads {run['threads']}), load average "
+            f"{run['load_start']:.1f} at start / {run['load_end']:.1f} at end on {run['cores']} cores ({run['machine']}); "
+            "synthesis from the cache where present.\n\n")
+    (out / "table.md").write_text(head + markdown(df))
+    plot(per_code, out / "design_space.png", f"per-code delay shape, {run['library'].split(' (')[0]}")
     print(head + markdown(df))
 
 
