@@ -181,7 +181,7 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     fig.suptitle(f"{title}: per-code static delay / max (grey: HALO table, 1/max clock)", fontsize=10)
     fig.supxlabel("weight code", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -244,7 +244,7 @@ def main() -> None:
     per_code = pd.concat(tables, ignore_index=True)
     lib = args.liberty.name if args.liberty else "yosys built-in gates (logical effort, tau = 16 ps)"
     df.to_csv(args.out / "designs.csv", index=False)
-    per_code.to_csv(args.out / "per_code.csv", index=False)
+    per_code.to_csv(args.out / "per_code.csv", index=False, float_format="%.3f")
     for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")):
         f.unlink()
     run = {"library": lib, "designs": len(rows) - (halo is not None), "wall_s": wall, "cpu_s": cpu, "jobs": args.jobs,
