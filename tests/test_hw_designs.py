@@ -3,7 +3,6 @@ mutations the checks must catch, registered/carry-save timing semantics."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import replace
 
@@ -14,6 +13,7 @@ from halo_opt.errors import UserError
 from halo_opt.hardware.characterize import CharacterizeConfig, characterize, product_sample, timing_view
 from halo_opt.hardware.check import code_range, functional_check
 from halo_opt.hardware.delay import BuiltinDelay
+from halo_opt.hardware.dvfs import load_dvfs, load_voltage_law
 from halo_opt.hardware.netlist import Gate
 from halo_opt.hardware.simulate import simulate
 from halo_opt.hardware.timing import static_timing
@@ -174,6 +174,10 @@ def test_registered_cycle_is_max_of_stages(registered_profiles):
         assert prof.meta["gates"] == st["mul"]["gates"] + st["acc"]["gates"]
         assert "excluded" in prof.meta["registers"] and prof.meta["pipeline"] == "registered"
         assert books[0].name == "full" and books[0].delay_ps == pytest.approx(t["delay_static_ps"].max())
+        # DVFS f0 is anchored at the critical stage of the full grid
+        table = load_dvfs("tpu_like", books[0].delay_ps, load_voltage_law("generic"))
+        crit = max(st["mul"]["static_ps"], st["acc"]["static_ps"])
+        assert table.level("nominal").freq_hz == pytest.approx(1e12 / (crit * (1 + table.margin)))
         # the multiplier stage alone, timed as its own netlist, gives the stage column
         mul = timing_view(synthesize_mac(MacSpec(4, 6, True, 12, "dadda", "registered", accu), stage="mul"), MacSpec(4, 6, True, 12, "dadda", "registered", accu), "mul")
         assert np.allclose(static_timing(mul, BuiltinDelay(), prof.codes).delay_ps, t["stage_static_ps"])
