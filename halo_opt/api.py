@@ -23,7 +23,7 @@ from .errors import UserError
 from .hardware.characterize import CharacterizeConfig, characterize, write_characterization
 from .hardware.codebooks import Codebook, build_codebooks, load_codebooks, save_codebooks
 from .hardware.dvfs import load_dvfs, load_voltage_law
-from .hardware.profile import MacProfile
+from .hardware.profile import MacProfile, compare_profiles, delay_from_clock
 from .hardware.verilog import MacSpec
 from .solve import Problem, Result, evaluate, get_solver, solve
 from .solve.build import build_problem
@@ -33,7 +33,8 @@ from .solve.scenario import Scenario, load_scenario
 
 __all__ = [
     "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Problem", "Result", "Scenario", "UserError",
-    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "evaluate",
+    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "compare_profiles",
+    "delay_from_clock", "evaluate",
     "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
     "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "run_demo", "save_codebooks", "solve",
     "write_characterization", "write_plan",
