@@ -197,3 +197,21 @@ def test_user_netlist_only_for_the_single_stage_design(tmp_path):
     cfg = CharacterizeConfig(MacSpec(4, 4, True, 12, "array", "registered"), netlist=tmp_path / "x.json")
     with pytest.raises(UserError, match="--netlist takes one combinational"):
         characterize(cfg)
+
+
+def test_combinational_delay_is_bounded_by_the_sum_of_its_stages():
+    """Wallace keeps its hierarchy, so the combinational MAC is exactly the multiplier stage
+    composed with the accumulate stage (same gate count). Per code, with built-in delays (no
+    slew dependence), its static delay lies above the multiplier stage's and at most
+    ``mul(q) + acc``: pipelining turns the sum into a max."""
+    comb, reg = MacSpec(4, 4, True, 12, "wallace"), MacSpec(4, 4, True, 12, "wallace", "registered")
+    codes = code_range(4, True)
+    views = {st: timing_view(synthesize_mac(reg, stage=st), reg, st) for st in reg.stages}
+    mac = synthesize_mac(comb)
+    assert len(mac.gates) == len(views["mul"].gates) + len(views["acc"].gates)
+    d = static_timing(mac, BuiltinDelay(), codes).delay_ps
+    mul = static_timing(views["mul"], BuiltinDelay(), codes).delay_ps
+    acc = static_timing(views["acc"], BuiltinDelay(), [0]).delay_ps[0]
+    live = mul > 0
+    assert (d[live] > mul[live]).all() and (d <= mul + acc + 1e-9).all()
+    assert acc > 0 and (np.maximum(mul, acc) < mul + acc).all()  # so the registered cycle is strictly shorter
