@@ -214,4 +214,4 @@ def test_combinational_delay_is_bounded_by_the_sum_of_its_stages():
     acc = static_timing(views["acc"], BuiltinDelay(), [0]).delay_ps[0]
     live = mul > 0
     assert (d[live] > mul[live]).all() and (d <= mul + acc + 1e-9).all()
-    assert acc > 0 and (np.maximum(mul, acc) < mul + acc).all()  # so the registered cycle is strictly shorter
+    assert acc > 0 and (np.maximum(mul, acc) < mul + acc)[live].all()  # so the registered cycle is strictly shorter
