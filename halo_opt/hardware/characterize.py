@@ -3,7 +3,9 @@
 Composes the hardware stages: synthesis (or a user netlist) with its exhaustive functional
 check, the delay model (built-in logical effort, or Liberty NLDM), static case-analysis and
 sensitised floating-mode timing over all activations x sampled partial sums, and toggle
-energy over a random (or histogram-drawn) activation stream with ``w`` held.
+energy over a random (or histogram-drawn) activation stream with ``w`` held. A pipelined or
+carry-save design (:class:`~halo_opt.hardware.verilog.MacSpec`) is characterized stage by
+stage through :func:`timing_view`, and its per-code cycle is the max over its per-MAC stages.
 """
 
 from __future__ import annotations
