@@ -24,7 +24,7 @@ from .errors import UserError
 from .hardware.characterize import CharacterizeConfig, characterize, write_characterization
 from .hardware.codebooks import Codebook, build_codebooks, load_codebooks, save_codebooks
 from .hardware.dvfs import load_dvfs, load_voltage_law
-from .hardware.profile import MacProfile
+from .hardware.profile import MacProfile, compare_profiles, delay_from_clock
 from .hardware.verilog import MacSpec
 from .report import render
 from .solve import Problem, Result, evaluate, get_solver, solve
@@ -39,7 +39,8 @@ from .solve.scenario import Scenario, load_scenario
 __all__ = [
     "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Plan", "PlanFile", "Problem", "Result", "Scenario",
     "UserError", "load_costs", "load_plan", "plan", "save_costs", "save_plan",
-    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "evaluate",
+    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "compare_profiles",
+    "delay_from_clock", "evaluate",
     "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
     "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "render", "run_demo", "save_codebooks", "solve",
     "write_characterization", "write_plan",

@@ -77,7 +77,7 @@ def test_psum_samples_cover_corners():
     (dict(abits=1), "--abits 1 is out of range 2..8"),
     (dict(acc=15), "--acc 15 is out of range 16..48"),
     (dict(acc=49), "--acc 49 is out of range 16..48"),
-    (dict(arch="wallace"), "--arch 'wallace' is not one of array, booth"),
+    (dict(arch="tree"), "--arch 'tree' is not one of array, booth, wallace, dadda"),
     (dict(wbits=4.0), "--wbits 4.0 is not an integer"),
 ])
 def test_bad_spec(kw, msg):
@@ -87,7 +87,7 @@ def test_bad_spec(kw, msg):
 
 def test_verilog_and_strip_signed():
     v = mac_verilog(MacSpec(8, 8, True, 24))
-    assert "input  wire signed [7:0] a" in v and "output wire signed [23:0] y" in v and "assign y = p + m;" in v
+    assert "input  wire signed [7:0] a" in v and "output wire signed [23:0] y" in v and "assign y = p + mv;" in v
     assert "signed" not in mac_verilog(MacSpec(8, 8, False, 24)).split("\n", 1)[1]
     assert strip_signed("  input signed [7:0] a;\n  wire signed [7:0] a;\n  output signed y;\n") == \
         "  input [7:0] a;\n  wire [7:0] a;\n  output y;\n"

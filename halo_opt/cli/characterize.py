@@ -16,7 +16,9 @@ def characterize(
     abits: int = typer.Option(8, help="activation bits (2..8)"),
     signed: bool = typer.Option(True, "--signed/--unsigned", help="two's complement operands"),
     acc: int = typer.Option(24, help="accumulator (partial sum) width in bits"),
-    arch: str = typer.Option("array", help="multiplier architecture: array (Yosys default) or booth"),
+    arch: str = typer.Option("array", help="multiplier: array (Yosys default), booth (radix-4, synth -booth), wallace or dadda (structural trees of full/half adders)"),
+    pipeline: str = typer.Option("combinational", help="combinational (one stage y = p + a*w) or registered (product registered: multiplier and accumulate stages timed separately; the clock is the slower)"),
+    accumulate: str = typer.Option("cpa", help="cpa (carry-propagate adder) or csa (carry-save pair + 3:2 row per MAC, resolved once per column outside the per-MAC path)"),
     liberty: Optional[list[Path]] = typer.Option(None, help="Liberty file (.lib or .lib.gz) to map to and time with NLDM, repeatable for a library in several files (ASAP7); default: built-in gate delays"),
     netlist: Optional[Path] = typer.Option(None, help="your own netlist instead of synthesis: Yosys JSON, or structural Verilog (+ --liberty)"),
     psums: int = typer.Option(64, help="sampled partial sums for floating-mode timing"),
@@ -29,6 +31,7 @@ def characterize(
     """Measure per-weight-code delay and energy of a MAC (y = p + a*w) and build codebooks.
 
     Example: halo-opt characterize --wbits 8 --abits 8 --signed --acc 24 --arch booth --liberty sky130hd_tt.lib.gz --out runs/booth
+    (a pipelined PE: --arch wallace --pipeline registered --accumulate csa)
     """
     from rich.console import Console
 
@@ -36,7 +39,7 @@ def characterize(
     from ..hardware.verilog import MacSpec
 
     liberty = (liberty[0] if len(liberty) == 1 else list(liberty)) if liberty else None
-    cfg = CharacterizeConfig(MacSpec(wbits, abits, signed, acc, arch), liberty, netlist, psums, energy_vectors,
+    cfg = CharacterizeConfig(MacSpec(wbits, abits, signed, acc, arch, pipeline, accumulate), liberty, netlist, psums, energy_vectors,
                              timing=timing, seed=seed, threads=workers)
     if timing not in ("static", "float"):
         from ..errors import UserError
@@ -59,10 +62,13 @@ def print_summary(profile, books, console) -> None:
 
     nz = profile.codes != 0
     s, f = profile.delay("static"), profile.delay("float")
-    console.print(f"[bold]{profile.meta.get('wbits')}-bit {'signed' if profile.meta.get('signed') else 'unsigned'} "
-                  f"{profile.meta.get('arch')} MAC, {profile.meta.get('library')}, {profile.meta.get('gates')} gates[/]: "
+    console.print(f"[bold]{profile.meta.get('design') or profile.meta.get('arch')} MAC, {profile.meta.get('library')}, {profile.meta.get('gates')} gates[/]: "
                   f"static delay {s[nz].min():.0f}..{s[nz].max():.0f} ps (spread {s[nz].max() / s[nz].min():.2f}x), "
                   f"floating {f[nz].min():.0f}..{f[nz].max():.0f} ps (spread {f[nz].max() / f[nz].min():.2f}x)")
+    for name, st in (profile.meta.get("stages") or {}).items():
+        if len(profile.meta["stages"]) > 1:
+            kind = "weight-dependent, max over codes" if st["weight_dependent"] else ("once per column, not in the cycle" if st["per"] == "column" else "weight-independent floor")
+            console.print(f"  stage {name}: {st['gates']} gates, static {st['static_ps']:.0f} ps, floating {st['float_ps']:.0f} ps ({kind})")
     t = Table("codebook", "family", "codes", "delay (ps)", "energy (fJ)", "speed vs full")
     full = books[0].delay_ps
     for cb in books:

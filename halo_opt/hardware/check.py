@@ -1,9 +1,24 @@
-"""Functional check: is a netlist the MAC ``y = (p + a*w) mod 2^acc`` of a :class:`MacSpec`?
+"""Functional check: does a netlist compute its stage of a :class:`MacSpec`?
 
-Every activation code ``a`` times every weight code ``w`` (exhaustive), each with
-``n_psums`` partial sums ``p`` (always 0, all-ones, the max and min, 1 and the MSB alone,
-the rest drawn uniformly with ``seed``), simulated bit-parallel and compared with the
-integer reference. Signed specs use two's complement for all four ports.
+Every stage is an addition identity modulo ``2^width`` between its input ports and the sum
+of its output ports (:meth:`MacSpec.stage_ports`):
+
+=============  =================================  =====================================
+stage          checked identity                   vectors
+=============  =================================  =====================================
+``mac`` (cpa)  ``y ≡ p + a*w``                    all a x all w x ``n_psums`` p
+``mac`` (csa)  ``ys + yc ≡ ps + pc + a*w``        all a x all w x ``n_psums`` (ps, pc)
+``mul``        ``m = a*w`` (exact)                all a x all w
+``acc`` (cpa)  ``y ≡ p + m``                      all m codes x ``n_psums`` p
+``acc`` (csa)  ``ys + yc ≡ ps + pc + m``          all m codes x ``n_psums`` (ps, pc)
+``resolve``    ``y ≡ s + c``                      4096 sampled s x ``n_psums`` c
+=============  =================================  =====================================
+
+Partial sums are always 0, all-ones, the max and min, 1 and the MSB alone, the rest drawn
+uniformly with ``seed`` (:func:`sample_psums`); a (ps, pc) pair is one sample of ``2·acc``
+bits split in halves. Signed specs use two's complement for all ports. The carry-save check
+is on the sum ``ys + yc`` (the redundant pair itself is not unique). Simulation is
+bit-parallel and the reference works on bit planes (:func:`add_planes`).
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ from .simulate import ALL_ONES, net_words, pack_bits, unpack_bits
 from .verilog import MacSpec
 
 CHUNK_VECTORS = 1 << 16
+RESOLVE_SAMPLES = 4096
 
 
 def code_range(bits: int, signed: bool) -> np.ndarray:
@@ -41,46 +57,94 @@ def sample_psums(acc: int, signed: bool, n: int, seed: int) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def functional_check(netlist: Netlist, spec: MacSpec, n_psums: int = 64, seed: int = 0) -> int:
-    """Raise :class:`UserError` naming the first failing ``(a, w, p)`` unless the netlist
-    computes ``y = p + a*w mod 2^acc`` on every tested vector; return the number of vectors.
+def psum_ports(spec: MacSpec, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Sampled accumulator states: ``{"p": ...}`` (cpa) or ``{"ps": ..., "pc": ...}`` (csa,
+    the two halves of :func:`sample_psums` over ``2·acc`` unsigned bits)."""
+    if spec.accumulate == "cpa":
+        return {"p": sample_psums(spec.acc, spec.signed, n, seed)}
+    v = sample_psums(2 * spec.acc, False, n, seed)
+    return {"ps": v & ((1 << spec.acc) - 1), "pc": v >> spec.acc}
 
-    Vectors: all ``2^abits · 2^wbits`` pairs (tiled to at least one 64-bit word) × ``n_psums``
-    partial sums. The reference works on bit planes: the product planes ``a*w mod 2^acc`` are
-    packed once, and each constant ``p`` is added by a word-parallel ripple-carry adder
-    (:func:`add_planes`, itself checked against integer arithmetic in the tests).
-    """
-    for port, width in spec.port_widths.items():
+
+def stage_vectors(spec: MacSpec, stage: str, n_psums: int = 64, seed: int = 0
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """``(grid, addend, sampled)`` for :func:`check_sum`: the exhaustive (or sampled) grid of
+    the operand ports, the integer addend it implies, and the sampled accumulator ports."""
+    sampled = psum_ports(spec, n_psums, seed)
+    if stage in ("mac", "mul"):
+        A, W = (g.ravel() for g in np.meshgrid(code_range(spec.abits, spec.signed), code_range(spec.wbits, spec.signed), indexing="ij"))
+        return {"a": A, "w": W}, A * W, (sampled if stage == "mac" else {})
+    if stage == "acc":
+        M = code_range(spec.mbits, spec.signed)
+        return {"m": M}, M, sampled
+    if stage == "resolve":
+        S = sample_psums(spec.acc, spec.signed, RESOLVE_SAMPLES, seed + 1)
+        return {"s": S}, S, {"c": sample_psums(spec.acc, spec.signed, n_psums, seed)}
+    raise UserError(f"unknown stage {stage!r}; use one of mac, mul, acc, resolve")
+
+
+def functional_check(netlist: Netlist, spec: MacSpec, n_psums: int = 64, seed: int = 0, stage: str = "mac") -> int:
+    """Raise :class:`UserError` naming the first failing vector unless the netlist computes
+    ``stage`` of ``spec`` (module docstring) on every tested vector; return the number of vectors."""
+    ins, outs = spec.stage_ports(stage)
+    for port, width in (ins | outs).items():
         have = netlist.inputs.get(port, netlist.outputs.get(port))
         if have is None or len(have) != width:
             got = "missing" if have is None else f"{len(have)} bits"
-            raise UserError(f"netlist port {port} is {got}, but the MAC spec ({spec.name}) needs {width} bits; pass the matching --wbits/--abits/--acc")
-    A, W = (g.ravel() for g in np.meshgrid(code_range(spec.abits, spec.signed), code_range(spec.wbits, spec.signed), indexing="ij"))
-    reps = max(1, 64 // A.size)  # both powers of two: the tiled grid fills whole words
-    A, W = np.tile(A, reps), np.tile(W, reps)
-    mask = (1 << spec.acc) - 1
-    planes = {"a": pack_bits(A, spec.abits), "w": pack_bits(W, spec.wbits)}
-    prod = pack_bits((A * W) & mask, spec.acc)
-    bw = prod.shape[1]  # words per partial sum
-    psums = sample_psums(spec.acc, spec.signed, n_psums, seed)
-    y_nets = netlist.outputs["y"]
-    per = max(1, CHUNK_VECTORS // A.size)
-    for s in range(0, psums.size, per):
-        P = psums[s : s + per]
-        k = P.size
-        bits = ((P[None, :] & mask) >> np.arange(spec.acc)[:, None]) & 1  # [acc, k]
-        p_words = np.repeat(bits.astype(np.uint64) * ALL_ONES, bw, axis=1)  # constant planes
-        words = {"a": np.tile(planes["a"], k), "w": np.tile(planes["w"], k), "p": p_words}
-        Y = net_words(netlist, words)[y_nets]
-        E = add_planes(np.tile(prod, k), p_words)
+            raise UserError(f"netlist port {port} is {got}, but the MAC spec ({spec.name}, stage {stage}) needs {width} bits; pass the matching --wbits/--abits/--acc")
+    grid, addend, sampled = stage_vectors(spec, stage, n_psums, seed)
+    what = {"mac": "y = p + a*w" if spec.accumulate == "cpa" else "ys + yc = ps + pc + a*w", "mul": "m = a*w",
+            "acc": "y = p + m" if spec.accumulate == "cpa" else "ys + yc = ps + pc + m", "resolve": "y = s + c"}[stage]
+    return check_sum(netlist, grid, addend, sampled, list(outs), what, f"stage {stage} of this MAC spec ({spec.name})", spec.signed)
+
+
+def check_sum(netlist: Netlist, grid: dict[str, np.ndarray], addend: np.ndarray, sampled: dict[str, np.ndarray],
+              out_ports: list[str], what: str, design: str = "this MAC", signed: bool = False) -> int:
+    """Check ``Σ out_ports ≡ addend + Σ sampled ports (mod 2^width)`` over every grid vector
+    (``grid[port][i]``, ``addend[i]``) times every sample row (``sampled[port][j]``); ``width``
+    is that of the output ports (all equal). A failure names the vector and the two sums
+    (two's complement when ``signed``). Return the number of vectors checked."""
+    widths = {p: len(netlist.inputs[p]) for p in list(grid) + list(sampled)}
+    width = len(netlist.outputs[out_ports[0]])
+    mask = (1 << width) - 1
+    G = addend.size
+    reps = -(-64 // G) if G < 64 else 1
+    pad = (-(G * reps)) % 64  # whole words: repeat the first vectors
+    idx = np.resize(np.arange(G), G * reps + pad)
+    planes = {p: pack_bits(v[idx] & ((1 << widths[p]) - 1), widths[p]) for p, v in grid.items()}
+    ref = pack_bits(addend[idx] & mask, width)
+    bw = ref.shape[1]
+    rows = next(iter(sampled.values())).size if sampled else 1
+    per = max(1, CHUNK_VECTORS // idx.size)
+    for s in range(0, rows, per):
+        k = min(per, rows - s)
+        words = {p: np.tile(w, k) for p, w in planes.items()}
+        E = np.tile(ref, k)
+        for p, v in sampled.items():
+            bits = ((v[s : s + k, None].T & ((1 << widths[p]) - 1)) >> np.arange(widths[p])[:, None]) & 1  # [bits, k]
+            words[p] = np.repeat(bits.astype(np.uint64) * ALL_ONES, bw, axis=1)  # constant planes
+            E = add_planes(E, _fit(words[p], width))
+        V = net_words(netlist, words)
+        Y = V[netlist.outputs[out_ports[0]]]
+        for p in out_ports[1:]:
+            Y = add_planes(Y, V[netlist.outputs[p]])
         bad = np.flatnonzero(np.bitwise_or.reduce(Y ^ E, axis=0))
         if bad.size:
             j = int(bad[0])
-            i = j * 64 + int(np.flatnonzero(unpack_bits(np.bitwise_or.reduce(Y[:, j : j + 1] ^ E[:, j : j + 1], axis=0)[None], 64))[0])
-            got, exp = (int(unpack_bits(X[:, j : j + 1], 64, spec.signed)[i % 64]) for X in (Y, E))
-            v = i % A.size
-            raise UserError(f"netlist fails y = p + a*w at a={A[v]} w={W[v]} p={P[i // A.size]}: expected {exp}, got {got}; the netlist is not a MAC of this spec ({spec.name})")
-    return A.size // reps * psums.size
+            diff = unpack_bits(np.bitwise_or.reduce(Y[:, j : j + 1] ^ E[:, j : j + 1], axis=0)[None], 64)
+            i = j * 64 + int(np.flatnonzero(diff)[0])
+            got, exp = (int(unpack_bits(X[:, j : j + 1], 64, signed)[i % 64]) for X in (Y, E))
+            v = int(idx[i % idx.size])
+            at = " ".join([f"{p}={grid[p][v]}" for p in grid] + [f"{p}={sampled[p][s + i // idx.size]}" for p in sampled])
+            raise UserError(f"netlist fails {what} at {at}: expected {exp}, got {got} (mod 2^{width}); the netlist is not {design}")
+    return G * rows
+
+
+def _fit(planes: np.ndarray, width: int) -> np.ndarray:
+    """Bit planes truncated or zero-padded to ``width`` rows."""
+    if planes.shape[0] >= width:
+        return planes[:width]
+    return np.concatenate([planes, np.zeros((width - planes.shape[0], planes.shape[1]), np.uint64)])
 
 
 def add_planes(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -178,7 +178,8 @@ def uniform_grid(profile: MacProfile, bits: int, timing: str = "static") -> Code
 
 def build_codebooks(profile: MacProfile, timing: str = "static", ks: Sequence[int] = (4, 8, 16, 32),
                     n_threshold: int = 6, n_energy: int = 4) -> list[Codebook]:
-    """The standard set: full grid, uniform INT4, threshold ladder, energy family, fast/frugal k-code sets.
+    """The standard set: full grid, uniform INT4, threshold ladder, energy family, fast/frugal k-code sets
+    (no frugal sets when every code has the same energy, e.g. a user table without energies).
 
     Duplicated code sets are kept once (first name wins).
     """
@@ -187,7 +188,8 @@ def build_codebooks(profile: MacProfile, timing: str = "static", ks: Sequence[in
     if wbits > 4:
         books.append(uniform_grid(profile, 4, timing))
     books += threshold_family(profile, n_threshold, timing) + energy_family(profile, n_energy, timing)
-    for key in ("delay", "energy"):
+    keys = ("delay", "energy") if np.ptp(profile.energy) > 0 else ("delay",)  # no energy data: no frugal sets
+    for key in keys:
         for k in ks:
             if k < len(profile.codes):
                 cb = fixed_size(profile, k, key, timing)

@@ -21,9 +21,15 @@ profiles and user tables, which stay loadable):
                                 ``energy_fj``; at clock period T ns it adds ``leakage_nw·T`` fJ)
 =======================  =====  ===============================================================
 
+Registered designs add ``stage_static_ps`` / ``stage_float_ps``: the weight-dependent
+(multiplier) stage alone; the delay columns are then the cycle, ``max`` of that and the
+weight-independent floor of the accumulate stage (``meta['stages']``).
+
 Profiles round-trip through CSV or Parquet plus a JSON sidecar for ``meta``, so users can bring
 tables from their own EDA flow (only ``code`` and one delay column are required; missing
-columns are filled from the others and the fill is recorded in ``meta['filled']``).
+columns are filled from the others and the fill is recorded in ``meta['filled']``). A table
+that gives a per-code maximum clock instead (a column in :data:`CLOCK_COLUMNS`, e.g.
+``max_freq_ghz``) is converted with :func:`delay_from_clock` (``meta['converted']`` says so).
 """
 
 from __future__ import annotations
@@ -40,7 +46,20 @@ from ..errors import UserError
 
 COLUMNS = ("code", "delay_static_ps", "delay_float_ps", "energy_fj")
 OPTIONAL_COLUMNS = ("energy_switch_fj", "energy_internal_fj", "leakage_nw")
+STAGE_COLUMNS = ("stage_static_ps", "stage_float_ps")
 TIMING_MODES = {"static": "delay_static_ps", "float": "delay_float_ps"}
+#: per-code maximum-clock columns a user table may give instead of a delay, with their unit in Hz
+CLOCK_COLUMNS = {"max_freq_ghz": 1e9, "freq_ghz": 1e9, "fmax_ghz": 1e9, "max_freq_mhz": 1e6, "freq_mhz": 1e6, "fmax_mhz": 1e6}
+
+
+def delay_from_clock(freq, unit_hz: float = 1e9) -> np.ndarray:
+    """Per-code delay (ps) from a per-code maximum clock: ``d = 1 / f`` (``f`` in units of
+    ``unit_hz``: 1e9 for GHz). The delay is the clock period at which that code just meets
+    timing, i.e. it already includes whatever guard band the source applied."""
+    f = np.asarray(freq, dtype=np.float64)
+    if not np.isfinite(f).all() or (f <= 0).any():
+        raise UserError("per-code clock values must be positive and finite to convert them to delays")
+    return 1e12 / (f * unit_hz)
 
 
 @dataclass
@@ -125,8 +144,14 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     if "code" not in df.columns:
         raise UserError(f"MAC profile has no 'code' column (columns: {list(df.columns)}); add one with the integer weight codes")
     delays = [c for c in ("delay_static_ps", "delay_float_ps") if c in df.columns]
+    clock = next((c for c in CLOCK_COLUMNS if c in df.columns), None)
+    if not delays and clock is not None:
+        df["delay_static_ps"] = delay_from_clock(df[clock], CLOCK_COLUMNS[clock])
+        meta.setdefault("converted", f"delay_static_ps = 1/{clock} (delay_from_clock)")
+        delays = ["delay_static_ps"]
     if not delays:
-        raise UserError("MAC profile needs a delay column: 'delay_static_ps' or 'delay_float_ps' (ps per code)")
+        raise UserError("MAC profile needs a delay column: 'delay_static_ps' or 'delay_float_ps' (ps per code), "
+                        f"or a per-code clock column ({', '.join(CLOCK_COLUMNS)})")
     filled = []
     for col in ("delay_static_ps", "delay_float_ps"):
         if col not in df.columns:
@@ -138,10 +163,11 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     if filled:
         meta.setdefault("filled", filled)
     extra = [c for c in OPTIONAL_COLUMNS if c in df.columns]
-    df = df[list(COLUMNS) + extra].sort_values("code", kind="stable").reset_index(drop=True)
+    keep = list(COLUMNS) + [c for c in STAGE_COLUMNS if c in df.columns]
+    df = df[keep + extra].sort_values("code", kind="stable").reset_index(drop=True)
     if df["code"].duplicated().any():
         raise UserError(f"MAC profile lists code {int(df['code'][df['code'].duplicated()].iloc[0])} twice; keep one row per code")
-    num = df[list(COLUMNS[1:])].to_numpy(np.float64)
+    num = df[keep[1:]].to_numpy(np.float64)
     if not np.isfinite(num).all() or (num < 0).any():
         raise UserError("MAC profile has negative, NaN or infinite delay/energy values; fix the table")
     if extra and not np.isfinite(df[extra].to_numpy(np.float64)).all():
@@ -151,3 +177,42 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
         raise UserError(f"MAC profile: floating-mode delay exceeds the static bound at code {bad}; the static delay must be a safe bound")
     df["code"] = df["code"].astype(np.int64)
     return df
+
+
+def fastest_codes(profile: MacProfile, n: int, column: str | None = None) -> set[int]:
+    """The ``n`` codes of smallest delay (``column``; default the weight-dependent stage's static
+    delay when the profile has one, else ``delay_static_ps``); ties go to the smaller ``|code|``,
+    then the smaller code."""
+    col = column or ("stage_static_ps" if "stage_static_ps" in profile.table else "delay_static_ps")
+    t = profile.table
+    order = np.lexsort((t["code"].to_numpy(), np.abs(t["code"].to_numpy()), t[col].to_numpy()))
+    return {int(c) for c in t["code"].to_numpy()[order[:n]]}
+
+
+def compare_profiles(profile: MacProfile, reference: MacProfile, ns: tuple[int, ...] = (8, 16)) -> dict[str, Any]:
+    """How well ``profile`` reproduces the per-code delay shape of ``reference`` on their common codes.
+
+    ``spearman``: rank correlation of the per-code delays (the weight-dependent stage's when
+    ``profile`` has one, so a registered design is compared by its multiplier stage, not by its
+    possibly flat cycle); ``spread`` / ``ref_spread``: max/min over nonzero common codes;
+    ``overlap_<n>``: how many of the ``n`` fastest common codes the two share.
+    """
+    from scipy.stats import spearmanr
+
+    common = np.intersect1d(profile.codes, reference.codes)
+    if common.size < 3:
+        raise UserError(f"profiles share only {common.size} codes; compare tables of the same weight width")
+
+    def on_common(p: MacProfile) -> MacProfile:
+        t = p.table[p.table["code"].isin(common)].reset_index(drop=True)
+        return MacProfile(t, dict(p.meta))
+
+    a, b = on_common(profile), on_common(reference)
+    col = "stage_static_ps" if "stage_static_ps" in a.table else "delay_static_ps"
+    da, db = a.table[col].to_numpy(), b.delay("static")
+    nz = common != 0
+    out: dict[str, Any] = {"codes": int(common.size), "spearman": float(spearmanr(da, db).statistic),
+                           "spread": float(da[nz].max() / da[nz].min()), "ref_spread": float(db[nz].max() / db[nz].min())}
+    for n in ns:
+        out[f"overlap_{n}"] = len(fastest_codes(a, n, col) & fastest_codes(b, n, "delay_static_ps"))
+    return out

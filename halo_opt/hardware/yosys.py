@@ -12,6 +12,12 @@ Scripts (``synth -flatten -top mac [-booth]`` then one technology mapping):
 * internal gates: ``abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX``;
 * Liberty: ``abc -liberty cells.lib`` avoiding ``dont_use`` cells (default: sky130's
   power-management ``lpflow`` and ``probe`` cells, which need extra supplies).
+
+Wallace/Dadda multipliers keep their hierarchy through ABC (``synth -top mac`` without
+``-flatten``, then ``flatten`` after mapping): ABC maps each ``fa``/``fa1``/``ha`` module on its
+own and cannot restructure the tree across adders, so every adder instance, the tree's
+topology and depth survive; the partial-product gates and the final ``+`` of ``mul_tree``
+(and the accumulate logic of ``mac``) are mapped per module as ABC likes.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from ..paths import cache_dir
 from .check import functional_check
 from .liberty import liberty_paths
 from .netlist import Cell, Netlist
-from .verilog import MacSpec, mac_verilog, strip_signed
+from .verilog import TREE_ARCHS, MacSpec, mac_verilog, strip_signed
 from .yosys_json import BUILTIN, parse_yosys_json
 
 INTERNAL_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
@@ -138,30 +144,36 @@ def _lib_files(n: int) -> list[str]:
     return ["cells.lib"] if n == 1 else [f"cells{j}.lib" for j in range(n)]
 
 
-def synthesis_script(spec: MacSpec, liberty: bool | int, dont_use: tuple[str, ...] = DEFAULT_DONT_USE) -> str:
-    """The Yosys script for ``spec`` (reads ``mac.v`` and, with ``liberty`` = True or the number
-    of Liberty files, ``cells.lib`` or ``cells0.lib, cells1.lib, ...``: ABC maps onto their union)."""
+def synthesis_script(spec: MacSpec, liberty: bool | int, dont_use: tuple[str, ...] = DEFAULT_DONT_USE, stage: str = "mac") -> str:
+    """The Yosys script for ``stage`` of ``spec`` (reads ``mac.v`` and, with ``liberty`` = True or
+    the number of Liberty files, ``cells.lib`` or ``cells0.lib, cells1.lib, ...``: ABC maps onto
+    their union)."""
+    mult = stage in ("mac", "mul")  # stages that hold the multiplier
+    tree = mult and spec.arch in TREE_ARCHS
+    booth = " -booth" if mult and spec.arch == "booth" else ""
     libs = _lib_files(int(liberty)) if liberty else []
     lines = [f"read_liberty -lib {f}" for f in libs]
-    lines += ["read_verilog mac.v", f"synth -flatten -top mac{' -booth' if spec.arch == 'booth' else ''}"]
+    lines += ["read_verilog mac.v", f"synth {'' if tree else '-flatten '}-top mac{booth}"]
     if liberty:
         lines.append("abc" + "".join(f" -liberty {f}" for f in libs) + "".join(f" -dont_use {c}" for c in dont_use))
     else:
         lines.append(f"abc -g {INTERNAL_GATES}")
+    if tree:  # flatten only after mapping (module docstring); drop the now unused submodules
+        lines += ["flatten -noscopeinfo", "hierarchy -top mac"]
     lines += ["opt_clean -purge", "check -assert", "stat", "write_json netlist.json", "write_verilog -noattr -noexpr netlist.v"]
     return "\n".join(lines) + "\n"
 
 
 def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_DONT_USE,
-               use_cache: bool = True) -> SynthResult:
-    """Synthesize the MAC of ``spec`` to internal gates, or to the cells of a Liberty file;
-    cached in ``cache_dir()/netlists/<key>/`` (``mac.v``, ``netlist.json``, ``netlist.v``,
-    ``yosys.log``, ``meta.json``)."""
+               use_cache: bool = True, stage: str = "mac") -> SynthResult:
+    """Synthesize ``stage`` of the MAC ``spec`` (:meth:`MacSpec.stages`) to internal gates, or to
+    the cells of one Liberty file or several; cached in ``cache_dir()/netlists/<key>/``
+    (``mac.v``, ``netlist.json``, ``netlist.v``, ``yosys.log``, ``meta.json``)."""
     t0 = time.perf_counter()
-    verilog = mac_verilog(spec)
+    verilog = mac_verilog(spec, stage)
     libs = [liberty_bytes(p) for p in liberty_paths(liberty)] if liberty is not None else []
     library = "+".join(liberty_name(b, p) for b, p in zip(libs, liberty_paths(liberty))) if libs else BUILTIN
-    script = synthesis_script(spec, len(libs), dont_use)
+    script = synthesis_script(spec, len(libs), dont_use, stage)
     sha = [sha256_bytes(b) for b in libs]
     key = sha256_json({"format": CACHE_FORMAT, "verilog": verilog, "script": script,
                        "liberty_sha256": (sha[0] if len(sha) == 1 else sha) if libs else None, "yosys": yosys_version()})[:24]
@@ -179,7 +191,7 @@ def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_
         (tmp / "netlist.json").write_bytes(out["netlist.json"])
         (tmp / "netlist.v").write_text(strip_signed(out["netlist.v"].decode()))
         (tmp / "yosys.log").write_bytes(out["yosys.log"])
-        write_json(tmp / "meta.json", {**provenance(spec=spec.to_dict(), library=library,
+        write_json(tmp / "meta.json", {**provenance(spec=spec.to_dict(), stage=stage, library=library,
                                                     liberty=", ".join(map(str, liberty_paths(liberty))) if liberty else None, yosys=yosys_version()),
                                        "key": key, "netlist_sha256": sha256_bytes(out["netlist.json"])})
         if folder.exists() and not all((folder / n).is_file() for n in names):
@@ -195,22 +207,25 @@ def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_
 
 
 def synthesize_mac(spec: MacSpec, liberty=None, cells: dict[str, Cell] | None = None,
-                   check: bool = True) -> Netlist:
-    """Synthesize (or load from the cache), parse and functionally check the MAC of ``spec``.
+                   check: bool = True, stage: str = "mac") -> Netlist:
+    """Synthesize (or load from the cache), parse and functionally check one stage of the MAC
+    of ``spec`` (default ``"mac"``: the whole combinational MAC).
 
     ``cells``: Liberty cell functions (default: read from ``liberty`` with
-    :func:`liberty_cells`). ``meta`` gets ``spec``, ``library``, ``netlist_sha256``,
+    :func:`liberty_cells`). ``meta`` gets ``spec``, ``stage``, ``library``, ``netlist_sha256``,
     ``json_path``, ``verilog_path`` (OpenSTA-ready), ``synth_seconds`` and ``cached``.
     """
-    res = synthesize(spec, liberty)
+    res = synthesize(spec, liberty, stage=stage)
     if liberty is not None and cells is None:
         cells = liberty_cells(liberty)
-    net = parse_yosys_json(read_json(res.json_path, "cached netlist"), cells=cells, library=res.library, top="mac")
-    net.meta.update(spec=spec.to_dict(), netlist_sha256=sha256_file(res.json_path), json_path=str(res.json_path),
+    ins, outs = spec.stage_ports(stage)
+    net = parse_yosys_json(read_json(res.json_path, "cached netlist"), cells=cells, library=res.library, top="mac",
+                           ports=(tuple(ins), tuple(outs)))
+    net.meta.update(spec=spec.to_dict(), stage=stage, netlist_sha256=sha256_file(res.json_path), json_path=str(res.json_path),
                     verilog_path=str(res.verilog_path), synth_seconds=res.seconds, cached=res.cached,
-                    source=f"synthesized {spec.name}")
+                    source=f"synthesized {spec.name}" + ("" if stage == "mac" else f" stage {stage}"))
     if check:
-        functional_check(net, spec)
+        functional_check(net, spec, stage=stage)
     return net
 
 

@@ -33,12 +33,15 @@ def parse_yosys_json(
     cells: dict[str, Cell] | None = None,
     library: str = BUILTIN,
     top: str | None = None,
+    ports: tuple[tuple[str, ...], tuple[str, ...]] = (IN_PORTS, OUT_PORTS),
 ) -> Netlist:
     """Parse a Yosys JSON netlist (a dict, or a path to one) into a :class:`Netlist`.
 
     ``cells``: cell functions by type name (default :data:`YOSYS_CELLS`); ``library`` names
     that cell set in error messages and in ``meta["library"]``. ``top``: module to read
     (default: the module marked top, else the only non-blackbox module, else ``mac``).
+    ``ports``: the (input, output) port names the module must have, exactly (default a, w, p
+    -> y; a stage of a pipelined MAC has others, :meth:`MacSpec.stage_ports`).
     Raises :class:`UserError` for missing ports, unknown cell types, undefined (``x``) bits,
     undriven or multiply driven nets and combinational loops.
     """
@@ -59,22 +62,24 @@ def parse_yosys_json(
         return f"net {names.get(bit, bit)}"
 
     # ports -------------------------------------------------------------------------
+    in_ports, out_ports = ports
+    need = f"inputs {', '.join(in_ports)} and output{'s' if len(out_ports) > 1 else ''} {', '.join(out_ports)}"
     ports = mod.get("ports", {})
-    for p in IN_PORTS + OUT_PORTS:
+    for p in in_ports + out_ports:
         if p not in ports:
             have = ", ".join(sorted(ports)) or "none"
-            raise UserError(f"module {name} in {where} has no port '{p}' (ports: {have}); a MAC netlist needs inputs a, w, p and output y")
-    extra = sorted(set(ports) - set(IN_PORTS + OUT_PORTS))
+            raise UserError(f"module {name} in {where} has no port '{p}' (ports: {have}); a MAC netlist needs {need}")
+    extra = sorted(set(ports) - set(in_ports + out_ports))
     if extra:
-        raise UserError(f"module {name} in {where} has unexpected port(s) {', '.join(extra)}; a MAC netlist has only inputs a, w, p and output y")
-    for p in IN_PORTS + OUT_PORTS:
-        want = "input" if p in IN_PORTS else "output"
+        raise UserError(f"module {name} in {where} has unexpected port(s) {', '.join(extra)}; a MAC netlist has only {need}")
+    for p in in_ports + out_ports:
+        want = "input" if p in in_ports else "output"
         if ports[p].get("direction") != want:
             raise UserError(f"port '{p}' of module {name} in {where} is {ports[p].get('direction')}, expected {want}")
 
     new_id: dict[Any, int] = {"0": CONST0, "1": CONST1}
     inputs: dict[str, list[int]] = {}
-    for p in IN_PORTS:
+    for p in in_ports:
         nets = []
         for i, b in enumerate(ports[p]["bits"]):
             if not isinstance(b, int) or b in new_id:
@@ -156,7 +161,7 @@ def parse_yosys_json(
         gates.append(Gate(inst, cell.name, tuple(new_id[b] for b in ins), new_id[ob]))
 
     outputs: dict[str, list[int]] = {}
-    for p in OUT_PORTS:
+    for p in out_ports:
         nets = []
         for i, b in enumerate(ports[p]["bits"]):
             if b in ("x", "z"):
