@@ -188,7 +188,9 @@ def test_registered_cycle_is_max_of_stages(registered_profiles):
 
 def test_combinational_profile_keeps_the_default_columns():
     prof, books, net = characterize(CharacterizeConfig(MacSpec(3, 5, False, 10, "wallace"), n_psums=4, n_energy=32))
-    assert list(prof.table.columns) == ["code", "delay_static_ps", "delay_float_ps", "energy_fj"]
+    cols = list(prof.table.columns)
+    assert cols[:4] == ["code", "delay_static_ps", "delay_float_ps", "energy_fj"] and not any(c.startswith("stage_") for c in cols)
+    assert np.allclose(prof.table["energy_fj"], prof.table["energy_switch_fj"] + prof.table["energy_internal_fj"])
     assert prof.codes.tolist() == list(range(8)) and prof.meta["stages"]["mac"]["gates"] == len(net.gates)
     assert prof.meta["design"] == "mac_u3x5_acc10_wallace"
 
