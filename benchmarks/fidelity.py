@@ -50,6 +50,16 @@ from halo_opt.quantize import codes_tensor, quantize_to_codes, scale_grid, searc
 FAST = ("fast4", "fast8", "frugal4", "tau4192ps", "e860fj", "int4", "fast16")
 
 
+def row_errors_blocks(W, H, width, codes, s):
+    """Float64 ``Δw_r H_j Δw_rᵀ`` per codebook, row and column block for given scales ``s`` [C, N, nb]."""
+    from halo_opt.quantize import _block_errors, _diag_blocks
+
+    N, K = W.shape
+    nb = -(-K // width)
+    Wp = torch.nn.functional.pad(W, (0, nb * width - K)).view(N, nb, width)
+    return _block_errors(Wp, _diag_blocks(H, width, nb), codes, s)
+
+
 def cost_variant(src: Path, dst: Path, model: str) -> Path:
     """A copy of cost folder ``src`` whose ``errors.parquet``, normaliser and ``tr_WHW`` are error model ``model``'s."""
     import pandas as pd
@@ -88,12 +98,21 @@ class PlanBench:
         self.codes = [codes_tensor(self.c.codebooks[b]["codes"]) for b in self.books]
         self.layers = {}
         worst = 0.0
+        saved = None
+        if (costs_dir / "scales.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            saved = load_file(str(costs_dir / "scales.safetensors"))
         for name in dict.fromkeys(self.c.tiles["layer"]):
             W = ad.layer(name).weight().double()
             H = add_damping(load_hessian(calib_dir, name).H, self.c.damp(name))
             grid = TileGrid.from_tiles(name, self.c.layer_tiles(name), tuple(W.shape))
             width = int(meta["tile"][1])
-            s, e = search_scales_blocks(W, H, width, self.codes, factors, bool(meta["fast_search"]))
+            if saved is not None:          # the cost stage's scales; errors re-evaluated from them (float64)
+                s = saved[name]
+                e = row_errors_blocks(W, H, width, self.codes, s)
+            else:
+                s, e = search_scales_blocks(W, H, width, self.codes, factors, bool(meta["fast_search"]))
             # the cost table's local errors are these row errors summed per tile: check it
             tr = int(meta["tile"][0])
             N = W.shape[0]
@@ -293,7 +312,7 @@ def main() -> None:
     if not (costs / "meta.json").is_file():
         from halo_opt.accelerators import Workload
 
-        build_costs(calib, a.profile, costs, tile=(a.tile, a.tile), workload=Workload("prefill", 1, a.seq_len), model=ad, progress=False)
+        build_costs(calib, a.profile, costs, tile=(a.tile, a.tile), workload=Workload("prefill", 1, a.seq_len), model=ad, progress=False, save_scales=True)
     variants = {m: cost_variant(costs, a.out / f"costs-{m}", m) for m in ("local", "fisher")}
     ev = calibration_batch(ad.tokenizer, None, a.eval_sequences, a.seq_len, 1, part="test", max_length=ad.max_length)
     bench = PlanBench(ad, costs, calib, list(ev.batches(8)))

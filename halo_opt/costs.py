@@ -125,9 +125,11 @@ def _pick_law(acc: Accelerator, v0: float | None, name: str | None):
 def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path, accelerator: str | Path = "tpu_like",
                 tile: tuple[int, int] | None = None, workload: Workload = Workload(), codebooks_path: str | Path | None = None,
                 model: ModelAdapter | None = None, damp: float = 0.01, voltage_law: str | None = None, n_grid: int = 15,
-                fast: bool = True, device: str = "cpu", progress: bool = True, error_model: str = "auto") -> Path:
+                fast: bool = True, device: str = "cpu", progress: bool = True, error_model: str = "auto",
+                save_scales: bool = False) -> Path:
     """Write the cost-table folder ``out`` (contract §4) from a calibration and a MAC profile;
-    ``error_model`` in :data:`ERROR_MODELS` (module docstring)."""
+    ``error_model`` in :data:`ERROR_MODELS` (module docstring); ``save_scales`` also writes every
+    layer's chosen scales ``[C, N_out, n_col_blocks]`` (float64) to ``scales.safetensors``."""
     from .hardware.codebooks import load_codebooks
     from .hardware.dvfs import load_dvfs
 
@@ -175,6 +177,7 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     M = workload.tokens
     rows_l, rows_t, notes = [], [], []
     errs: dict[str, list] = {m: [] for m in models}
+    scales: dict[str, torch.Tensor] = {}
     tile0 = 0
     it = _track(layers, progress)
     for order, lay in enumerate(it):
@@ -189,7 +192,9 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
         if fw and (name not in fw or fw[name].shape != (W.shape[0],)):
             raise UserError(f"Fisher statistics in {calib_dir} do not match layer {name}; recalibrate")
         wts = {"local": None} | ({"fisher": fw[name].to(device)} if fw else {})
-        e, _ = layer_tile_errors(W, d.H, tile, books, factors, fast, row_weights=wts)
+        e, sc = layer_tile_errors(W, d.H, tile, books, factors, fast, row_weights=wts)
+        if save_scales:
+            scales[name] = sc.cpu().contiguous()
         for m in models:
             errs[m].append(e[m].numpy())
         trs = {m: float(whw.sum() if wts[m] is None else (whw * wts[m]).sum()) for m in models}
@@ -241,6 +246,10 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
         write_parquet(tmp / "layers.parquet", pd.DataFrame(rows_l))
         write_parquet(tmp / "tiles.parquet", pd.DataFrame(rows_t))
         write_parquet(tmp / "errors.parquet", errors)
+        if save_scales:
+            from safetensors.torch import save_file
+
+            save_file(scales, str(tmp / "scales.safetensors"))
         if len(models) > 1:
             for m in models:
                 write_parquet(tmp / f"errors_{m}.parquet", tables[m])

@@ -120,6 +120,16 @@ def read_documents(paths: Sequence[str | Path]) -> list[Document]:
     return docs
 
 
+def split_documents(docs: Sequence[Document], part: str, split_seed: int = 0) -> list[Document]:
+    """The ``tuning`` or ``test`` half of the user's documents (a seeded permutation of whole
+    documents, so the halves share no file); needs at least two documents."""
+    if len(docs) < 2:
+        raise UserError("disjoint tuning and test text needs at least two held-out text files (one per split); give more --text files")
+    perm = np.random.default_rng(split_seed).permutation(len(docs))
+    half = set(perm[:len(docs) // 2].tolist())
+    return [d for i, d in enumerate(docs) if (i in half) == (part == "tuning")]
+
+
 @dataclass
 class TokenBatch:
     """``input_ids``/``attention_mask`` [S, L] (int64) plus the spec that produced them."""
@@ -207,6 +217,9 @@ def calibration_batch(tokenizer, text: Sequence[str | Path] | None, n_sequences:
     """Token batch from the user's text files, or from the stdlib docstrings' ``part`` split."""
     if text:
         docs, source = read_documents(text), {"source": "files", "files": [str(p) for p in text]}
+        if part in ("tuning", "test"):
+            docs = split_documents(docs, part, split_seed)
+            source |= {"part": part, "split_seed": split_seed}
     else:
         docs = stdlib_documents(part, split_seed, heldout_frac)
         source = {"source": "python-stdlib-docstrings", "python": sys.version.split()[0], "part": part,

@@ -35,6 +35,15 @@ class CostFolder:
     codebooks: dict[str, dict]  # name -> {"codes", "delay_ps", "energy_fj", ...}
     levels: dict[str, dict]  # name -> {"voltage_v", "freq_hz", "leak_power_w"}
     compat: dict[str, dict[str, float | None]]
+    errors_local: pd.DataFrame | None = None  # the local table when ``errors`` is another error model's
+
+    @property
+    def error_model(self) -> str:
+        return self.meta.get("error_model", "local")
+
+    def local_errors(self) -> pd.DataFrame:
+        """The layer-local error table (what per-layer measured output errors compare with)."""
+        return self.errors if self.error_model == "local" or self.errors_local is None else self.errors_local
 
     def layer_tiles(self, layer: str) -> pd.DataFrame:
         return self.tiles[self.tiles["layer"] == layer]
@@ -64,8 +73,10 @@ def load_costs(path: str | Path) -> CostFolder:
     require((tiles["tile"].to_numpy() == np.arange(len(tiles))).all(), f"{p / 'tiles.parquet'}: tile ids are not 0..G-1; regenerate it")
     errors = read_parquet(p / "errors.parquet", "error table").sort_values("tile").reset_index(drop=True)
     latency = read_parquet(p / "latency.parquet", "latency table") if (p / "latency.parquet").exists() else pd.DataFrame(columns=["layer", "level", "seconds"])
+    local = (read_parquet(p / "errors_local.parquet", "local error table").sort_values("tile").reset_index(drop=True)
+             if (p / "errors_local.parquet").exists() else None)
     return CostFolder(p, meta, sha256_file(p / "meta.json"), read_parquet(p / "layers.parquet", "layer table"),
-                      tiles, errors, latency, codebooks, levels, compat)
+                      tiles, errors, latency, codebooks, levels, compat, local)
 
 
 def load_plan(path: str | Path) -> dict:

@@ -39,7 +39,13 @@ def markdown(rep: dict) -> str:
               f"Σ predicted / Σ measured = {_fmt(v['ratio_total'])}.",
               "Predicted: Σ tile e_gc (cost table, block-diagonal, calibration H, damped). "
               "calib_blockdiag: the executor's codes on the same block-diagonal damped measure (= predicted for RTN). "
-              "Measured: (2/n) Σ_t ‖(Ŵ−W)x_t‖² on held-out tokens (full).", "",
+              "Measured: (2/n) Σ_t ‖(Ŵ−W)x_t‖² on held-out tokens (full).", ""]
+    e2e = v.get("end_to_end")
+    if e2e:
+        lines += [f"End to end ({e2e['error_model']} error model): predicted {_fmt(e2e['predicted'])}"
+                  + (" (relative Σe/N; no common unit with the measured degradation)" if e2e["error_model"] == "local" else f" ({e2e.get('units')})")
+                  + f", measured {e2e['measured_what']} {_fmt(e2e['measured'])}, measured/predicted {_fmt(e2e['ratio'])}.", ""]
+    lines += [
               "| layer | predicted | calib_blockdiag | measured (held-out) |", "|---|---|---|---|"]
     for r in rep["layers"]:
         lines.append(f"| {r['layer']} | {_fmt(r['predicted'])} | {_fmt(r['calib_blockdiag'])} | {_fmt(r['measured'])} |")
