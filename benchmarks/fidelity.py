@@ -29,18 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from halo_opt.artifacts import read_json, write_json
+from halo_opt.artifacts import write_json
 from halo_opt.calibration.hessian import calibrate
 from halo_opt.calibration.models import SUPPORTED, load_model
 from halo_opt.calibration.text import calibration_batch
-from halo_opt.costs import build_costs
+from halo_opt.costs import build_costs, with_error_model
 from halo_opt.errors import UserError
 from halo_opt.execute.apply import TileGrid, add_damping
 from halo_opt.execute.inputs import load_costs, load_hessian
@@ -58,26 +57,6 @@ def row_errors_blocks(W, H, width, codes, s):
     nb = -(-K // width)
     Wp = torch.nn.functional.pad(W, (0, nb * width - K)).view(N, nb, width)
     return _block_errors(Wp, _diag_blocks(H, width, nb), codes, s)
-
-
-def cost_variant(src: Path, dst: Path, model: str) -> Path:
-    """A copy of cost folder ``src`` whose ``errors.parquet``, normaliser and ``tr_WHW`` are error model ``model``'s."""
-    import pandas as pd
-
-    if (dst / "meta.json").is_file():
-        return dst
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.copy(src / f"errors_{model}.parquet", tmp / "errors.parquet")
-    lay = pd.read_parquet(src / "layers.parquet")
-    lay["tr_WHW"] = lay[f"tr_WHW_{model}"]
-    lay.to_parquet(tmp / "layers.parquet")
-    meta = read_json(src / "meta.json", "costs meta")
-    meta |= {"error_model": model, "normaliser": meta["normalisers"][model]}
-    write_json(tmp / "meta.json", meta)
-    tmp.rename(dst)
-    return dst
 
 
 class PlanBench:
@@ -313,7 +292,10 @@ def main() -> None:
         from halo_opt.accelerators import Workload
 
         build_costs(calib, a.profile, costs, tile=(a.tile, a.tile), workload=Workload("prefill", 1, a.seq_len), model=ad, progress=False, save_scales=True)
-    variants = {m: cost_variant(costs, a.out / f"costs-{m}", m) for m in ("local", "fisher")}
+    variants = {m: a.out / f"costs-{m}" for m in ("local", "fisher")}
+    for m, d in variants.items():
+        if not (d / "meta.json").is_file():
+            with_error_model(costs, d, m)
     ev = calibration_batch(ad.tokenizer, None, a.eval_sequences, a.seq_len, 1, part="test", max_length=ad.max_length)
     bench = PlanBench(ad, costs, calib, list(ev.batches(8)))
     print(f"setup {time.perf_counter() - t0:.0f} s; tile-error check worst rel diff {bench.check_rel:.2e}", flush=True)

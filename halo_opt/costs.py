@@ -264,6 +264,32 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     return out
 
 
+def with_error_model(src: str | Path, dst: str | Path, model: str) -> Path:
+    """A copy of cost folder ``src`` (built with both error tables) whose ``errors.parquet``,
+    ``tr_WHW`` and normaliser are error model ``model``'s: switching models without recomputing."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    meta = read_json(src / "meta.json", "costs meta")
+    if model not in meta.get("error_models", ["local"]):
+        raise UserError(f"cost folder {src} has no {model!r} error table (it has {meta.get('error_models', ['local'])}); "
+                        "rebuild it from a calibration with Fisher statistics")
+    if dst.exists():
+        raise UserError(f"{dst} exists; remove it or pick another folder")
+    with atomic_path(dst) as tmp:
+        shutil.copytree(src, tmp)
+        if (src / f"errors_{model}.parquet").is_file():
+            shutil.copy(src / f"errors_{model}.parquet", tmp / "errors.parquet")
+        lay = pd.read_parquet(src / "layers.parquet")
+        lay["tr_WHW"] = lay[f"tr_WHW_{model}"] if f"tr_WHW_{model}" in lay else lay["tr_WHW"]
+        write_parquet(tmp / "layers.parquet", lay)
+        units = meta.get("error_units") if model == meta.get("error_model") else (
+            ERROR_UNITS["local"] if model == "local" else ERROR_UNITS[(meta.get("fisher") or {}).get("loss", "local")])
+        write_json(tmp / "meta.json", meta | {"error_model": model, "error_units": units,
+                                               "normaliser": meta.get("normalisers", {}).get(model, meta["normaliser"])})
+    return dst
+
+
 def _track(items, on: bool):
     if not on:
         return items

@@ -200,3 +200,29 @@ def test_costs_fisher_table_weights_rows_and_records_the_model(tmp_path):
     assert json.loads((out4 / "meta.json").read_text())["error_model"] == "local" and not (out4 / "errors_local.parquet").exists()
     with pytest.raises(UserError, match="no Fisher statistics"):
         build_costs(tmp_path / "calib-nf", prof, tmp_path / "c5", model=ad, progress=False, error_model="fisher")
+
+
+def test_with_error_model_switches_tables_without_recomputing(tmp_path):
+    from halo_opt.costs import with_error_model
+
+    ad = from_module(Tiny(out=7).float(), causal_fwd)
+    calibrate(ad, _tokens(S=8, T=9), tmp_path / "calib", batch_size=4, progress=False, fisher_loss="nll")
+    prof = small_profile(tmp_path / "prof")
+    src = build_costs(tmp_path / "calib", prof, tmp_path / "costs", "tpu_like", (2, 4), model=ad, progress=False)
+    loc = with_error_model(src, tmp_path / "loc", "local")
+    m = json.loads((loc / "meta.json").read_text())
+    assert m["error_model"] == "local" and m["normaliser"] == m["normalisers"]["local"] and "tr(" in m["error_units"]
+    assert pd.read_parquet(loc / "errors.parquet").equals(pd.read_parquet(src / "errors_local.parquet"))
+    lay = pd.read_parquet(loc / "layers.parquet")
+    assert np.allclose(lay["tr_WHW"], lay["tr_WHW_local"])
+    # a plan made from it records the error model
+    from halo_opt.solve import build_problem, get_solver
+    from halo_opt.solve.plan import plan_dict
+    from halo_opt.solve.scenario import from_dict
+    sc = from_dict({"name": "t", "objective": "latency", "budget": 0.5, "granularity": "layer"})
+    for folder, want in ((loc, "local"), (src, "fisher")):
+        p = build_problem(folder, sc)
+        plan = plan_dict(p, get_solver("greedy")(p), sc.to_dict(), folder)
+        assert plan["meta"]["error_model"] == want
+    with pytest.raises(UserError, match="exists"):
+        with_error_model(src, loc, "local")
