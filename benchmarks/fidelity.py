@@ -278,10 +278,15 @@ def main() -> None:
     ap.add_argument("--calib", type=Path, default=None, help="existing calibration folder (else OUT/calib)")
     ap.add_argument("--costs", type=Path, default=None, help="existing cost folder with both error tables (else OUT/costs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shard", default="0/1", help="K/N: measure only plans i with i %% N == K (run N processes, then once with 0/1 to summarise)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.perf_counter()
     torch.manual_seed(a.seed)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    k_shard, n_shard = (int(x) for x in a.shard.split("/"))
     a.out.mkdir(parents=True, exist_ok=True)
     calib, costs = a.calib or a.out / "calib", a.costs or a.out / "costs"
     ad = load_model(a.model)
@@ -304,7 +309,7 @@ def main() -> None:
     seen = {(r["family"], r["desc"], r["i"]) for r in done}
     rng = np.random.default_rng(a.seed)
     for i, (fam, desc, cb) in enumerate(plans(bench, variants, rng, a.plans_scale, a.time_limit)):
-        if (fam, desc, i) in seen:
+        if (fam, desc, i) in seen or i % n_shard != k_shard:
             continue
         t1 = time.perf_counter()
         row = {"i": i, "family": fam, "desc": desc, "measured": bench.measure(cb),
@@ -313,6 +318,8 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
         done.append(row)
         print(json.dumps(row), flush=True)
+    if n_shard > 1:
+        return
     unit = "nats/token (ΔNLL)" if bench.kind == "causal" else "1 − mean cosine"
     P = {m: np.array([r[f"pred_{m}"] for r in done]) for m in ("local", "fisher")}
     M = np.array([r["measured"] for r in done])

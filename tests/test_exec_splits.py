@@ -86,3 +86,17 @@ def test_stream_perplexity_is_non_overlapping_windows_against_brute_force():
     assert stream_perplexity(m, ids, 10, lambda mod, b: mod(b["input_ids"]), max_windows=2)["tokens_scored"] == 18
     with pytest.raises(UserError, match="fewer than one window"):
         stream_perplexity(m, ids[:5], 10)
+
+
+def test_perplexity_cli_on_a_tiny_causal_lm(tmp_path, capsys):
+    from calib_helpers import TEXT, tiny_hf
+    from halo_opt.cli import main
+
+    folder = tiny_hf("llama", tmp_path / "llama")
+    (tmp_path / "a.txt").write_text(TEXT)
+    main(["perplexity", "--model", str(folder), "--text", str(tmp_path / "a.txt"), "--context-len", "32", "--max-windows", "3"])
+    out = capsys.readouterr().out
+    assert "float: perplexity" in out and "93 tokens (3 windows x 32" in out
+    with pytest.raises(SystemExit) as e:
+        main(["perplexity", "--model", "minilm", "--text", str(tmp_path / "a.txt")])
+    assert e.value.code == 2
