@@ -203,7 +203,8 @@ def plans(bench: PlanBench, variants: dict[str, Path], rng: np.random.Generator,
         for goal in ("performance", "energy", "balanced"):
             sc0 = load_scenario(formulations_dir() / f"{goal}.toml")
             for si, solver in enumerate(("lagrange", "greedy", "cpsat")):
-                for b in (budgets if solver != "cpsat" else budgets[1::3]):
+                shipped = [float(sc0.budget)] if solver == "lagrange" else []      # the scenario file's own ε
+                for b in shipped + list(budgets if solver != "cpsat" else budgets[1::3]):
                     sc = sc0.with_overrides(budget=float(b))
                     prob = build_problem(folder, sc)
                     kw = {"time_limit": time_limit} if solver == "cpsat" else {}
@@ -214,7 +215,8 @@ def plans(bench: PlanBench, variants: dict[str, Path], rng: np.random.Generator,
                     if not r.has_plan:
                         continue
                     tc = plan_dict(prob, r, sc.to_dict(), folder)["tile_codebook"]
-                    yield f"plan-{model}", f"{goal} {solver} ε={b:.3g}", np.array([bi[x] for x in tc])
+                    fam = "scenario-" + model if shipped and b == shipped[0] else f"plan-{model}"
+                    yield fam, f"{goal} {solver} ε={b:.3g}", np.array([bi[x] for x in tc])
 
 
 def stats(P: np.ndarray, M: np.ndarray) -> dict:
