@@ -281,6 +281,7 @@ def main() -> None:
     ap.add_argument("--costs", type=Path, default=None, help="existing cost folder with both error tables (else OUT/costs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard", default="0/1", help="K/N: measure only plans i with i %% N == K (run N processes, then once with 0/1 to summarise)")
+    ap.add_argument("--regime", type=float, default=0.1, help="also report plans whose measured degradation is at most this")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -294,7 +295,7 @@ def main() -> None:
     ad = load_model(a.model)
     if not (calib / "meta.json").is_file():
         tb = calibration_batch(ad.tokenizer, None, a.sequences, a.seq_len, 0, max_length=ad.max_length)
-        calibrate(ad, tb, calib, progress=False)
+        calibrate(ad, tb, calib, progress=False, checkpoint_s=900)
     if not (costs / "meta.json").is_file():
         from halo_opt.accelerators import Workload
 
@@ -329,6 +330,8 @@ def main() -> None:
                "eval": {"sequences": a.eval_sequences, "seq_len": a.seq_len, "tokens": ev.n_tokens, "text": ev.spec},
                "calibration": str(calib), "costs": str(costs), "tile_check_worst_rel": bench.check_rel,
                "fisher": bench.c.meta.get("fisher"), "stats": {m: stats(P[m], M) for m in P},
+               "useful_regime": f"measured <= {a.regime:g}",
+               "stats_useful": {m: stats(P[m][M <= a.regime], M[M <= a.regime]) for m in P},
                "families": {f: {m: stats(P[m][[r["family"] == f for r in done]], M[[r["family"] == f for r in done]])
                                 for m in P} for f in sorted({r["family"] for r in done})
                             if sum(r["family"] == f for r in done) >= 4},
@@ -336,7 +339,18 @@ def main() -> None:
     write_json(a.out / "fidelity.json", summary)
     plot(done, a.out / f"fidelity_{a.model}.png", f"{ad.name}: {len(done)} plans, predicted vs measured "
          f"({a.eval_sequences} test sequences × {a.seq_len} tokens)", unit)
-    print(json.dumps(summary["stats"], indent=1))
+    lines = ["| error model | plans | Spearman | R² (log-log fit) | R² (measured = k·predicted) | k | measured/predicted min–max | spread |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, st in (("all", summary["stats"]), (f"measured ≤ {a.regime:g}", summary["stats_useful"])):
+        for m, x in st.items():
+            lines.append(f"| {m} ({label}) | {x['n']} | {x['spearman']:.3f} | {x['r2_loglog']:.3f} | {x['r2_proportional']:.3f} | "
+                         f"{x['k_proportional']:.3g} | {x['ratio_min']:.3g}–{x['ratio_max']:.3g} | {x['spread']:.1f}× |")
+    lines += ["", "| family | plans | Spearman local | Spearman fisher | spread local | spread fisher |", "|---|---|---|---|---|---|"]
+    for f, st in summary["families"].items():
+        lines.append(f"| {f} | {st['local']['n']} | {st['local']['spearman']:.3f} | {st['fisher']['spearman']:.3f} | "
+                     f"{st['local']['spread']:.1f}× | {st['fisher']['spread']:.1f}× |")
+    (a.out / "fidelity_table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
