@@ -282,6 +282,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard", default="0/1", help="K/N: measure only plans i with i %% N == K (run N processes, then once with 0/1 to summarise)")
     ap.add_argument("--regime", type=float, default=0.1, help="also report plans whose measured degradation is at most this")
+    ap.add_argument("--summary-only", action="store_true", help="summarise OUT/rows.jsonl without measuring more plans")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
@@ -300,36 +301,40 @@ def main() -> None:
         from halo_opt.accelerators import Workload
 
         build_costs(calib, a.profile, costs, tile=(a.tile, a.tile), workload=Workload("prefill", 1, a.seq_len), model=ad, progress=False, save_scales=True)
-    variants = {m: a.out / f"costs-{m}" for m in ("local", "fisher")}
-    for m, d in variants.items():
-        if not (d / "meta.json").is_file():
-            with_error_model(costs, d, m)
-    ev = calibration_batch(ad.tokenizer, None, a.eval_sequences, a.seq_len, 1, part="test", max_length=ad.max_length)
-    bench = PlanBench(ad, costs, calib, list(ev.batches(8)))
-    print(f"setup {time.perf_counter() - t0:.0f} s; tile-error check worst rel diff {bench.check_rel:.2e}", flush=True)
     rows_file = a.out / "rows.jsonl"
     done = [json.loads(l) for l in rows_file.read_text().splitlines() if l.strip()] if rows_file.is_file() else []
-    seen = {(r["family"], r["desc"], r["i"]) for r in done}
-    rng = np.random.default_rng(a.seed)
-    for i, (fam, desc, cb) in enumerate(plans(bench, variants, rng, a.plans_scale, a.time_limit)):
-        if (fam, desc, i) in seen or i % n_shard != k_shard:
-            continue
-        t1 = time.perf_counter()
-        row = {"i": i, "family": fam, "desc": desc, "measured": bench.measure(cb),
-               **{f"pred_{k}": v for k, v in bench.predict(cb).items()}, "wall_s": round(time.perf_counter() - t1, 2)}
-        with rows_file.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done.append(row)
-        print(json.dumps(row), flush=True)
+    ev = calibration_batch(ad.tokenizer, None, a.eval_sequences, a.seq_len, 1, part="test", max_length=ad.max_length)
+    kind, check = SUPPORTED.get(ad.kind, "encoder"), None
+    fisher_meta = json.loads((costs / "meta.json").read_text()).get("fisher")
+    if not a.summary_only:
+        variants = {m: a.out / f"costs-{m}" for m in ("local", "fisher")}
+        for m, d in variants.items():
+            if not (d / "meta.json").is_file():
+                with_error_model(costs, d, m)
+        bench = PlanBench(ad, costs, calib, list(ev.batches(8)))
+        print(f"setup {time.perf_counter() - t0:.0f} s; tile-error check worst rel diff {bench.check_rel:.2e}", flush=True)
+        seen = {(r["family"], r["desc"], r["i"]) for r in done}
+        rng = np.random.default_rng(a.seed)
+        for i, (fam, desc, cb) in enumerate(plans(bench, variants, rng, a.plans_scale, a.time_limit)):
+            if (fam, desc, i) in seen or i % n_shard != k_shard:
+                continue
+            t1 = time.perf_counter()
+            row = {"i": i, "family": fam, "desc": desc, "measured": bench.measure(cb),
+                   **{f"pred_{k}": v for k, v in bench.predict(cb).items()}, "wall_s": round(time.perf_counter() - t1, 2)}
+            with rows_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done.append(row)
+            print(json.dumps(row), flush=True)
+        kind, fisher_meta, check = bench.kind, bench.c.meta.get("fisher"), bench.check_rel
     if n_shard > 1:
         return
-    unit = "nats/token (ΔNLL)" if bench.kind == "causal" else "1 − mean cosine"
+    unit = "nats/token (ΔNLL)" if kind == "causal" else "1 − mean cosine"
     P = {m: np.array([r[f"pred_{m}"] for r in done]) for m in ("local", "fisher")}
     M = np.array([r["measured"] for r in done])
-    summary = {"model": ad.name, "kind": bench.kind, "unit": unit, "n_plans": len(done),
+    summary = {"model": ad.name, "kind": kind, "unit": unit, "n_plans": len(done),
                "eval": {"sequences": a.eval_sequences, "seq_len": a.seq_len, "tokens": ev.n_tokens, "text": ev.spec},
-               "calibration": str(calib), "costs": str(costs), "tile_check_worst_rel": bench.check_rel,
-               "fisher": bench.c.meta.get("fisher"), "stats": {m: stats(P[m], M) for m in P},
+               "calibration": str(calib), "costs": str(costs), "tile_check_worst_rel": check,
+               "fisher": fisher_meta, "stats": {m: stats(P[m], M) for m in P},
                "useful_regime": f"measured <= {a.regime:g}",
                "stats_useful": {m: stats(P[m][M <= a.regime], M[M <= a.regime]) for m in P},
                "families": {f: {m: stats(P[m][[r["family"] == f for r in done]], M[[r["family"] == f for r in done]])
