@@ -226,3 +226,25 @@ def test_with_error_model_switches_tables_without_recomputing(tmp_path):
         assert plan["meta"]["error_model"] == want
     with pytest.raises(UserError, match="exists"):
         with_error_model(src, loc, "local")
+
+
+def test_end_to_end_line_compares_fisher_prediction_with_measured(tmp_path):
+    import math
+
+    from halo_opt.execute.inputs import load_costs
+    from halo_opt.execute.validate import end_to_end, predicted_errors
+
+    ad = from_module(Tiny(out=7).float(), causal_fwd)
+    calibrate(ad, _tokens(S=8, T=9), tmp_path / "calib", batch_size=4, progress=False, fisher_loss="nll")
+    src = build_costs(tmp_path / "calib", small_profile(tmp_path / "prof"), tmp_path / "costs", "tpu_like", (2, 4), model=ad,
+                      progress=False)
+    c = load_costs(src)
+    tc = ["c3"] * len(c.tiles)
+    pred = float(c.errors["c3"].sum())
+    r = end_to_end(c, tc, "causal", {"perplexity": 11.0, "perplexity_float": 10.0})
+    assert r["error_model"] == "fisher" and r["predicted"] == pytest.approx(pred)
+    assert r["measured"] == pytest.approx(math.log(1.1)) and r["ratio"] == pytest.approx(math.log(1.1) / pred)
+    # per-layer validation keeps comparing the local table with measured layer-local errors
+    assert predicted_errors(c, tc).sum() == pytest.approx(float(c.errors_local["c3"].sum()))
+    e = end_to_end(c, tc, "encoder", {"cosine_mean": 0.99})
+    assert e["measured"] == pytest.approx(0.01)
