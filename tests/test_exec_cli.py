@@ -82,3 +82,25 @@ def test_execute_cli_rejects_foreign_plans(folders, capsys):
     with pytest.raises(SystemExit) as e:
         main(_args(tmp, texts, "missing.json", "bad"))
     assert e.value.code == 2 and not (tmp / "bad").exists()
+
+
+def test_tune_cli_tunes_on_tuning_split_and_reports_test_split(folders, capsys):
+    from halo_opt.paths import formulations_dir
+
+    tmp, texts, _ = folders
+    a = ["tune", "--target", "cosine>=0.5", "--scenario", str(formulations_dir() / "performance.toml"), "--costs", str(tmp / "costs"),
+         "--calib", str(tmp / "calib"), "--model", "minilm", "--out", str(tmp / "tuned"), "--sequences", "2", "--seq-len", "32",
+         "--baselines", "", "--export", "none", "--iters", "2", "--solver", "greedy", "--no-progress"]
+    for t in texts:
+        a += ["--text", t]
+    main(a)
+    out = capsys.readouterr().out
+    assert "enforced on the tuning split: cosine_mean >= 0.5: mean over the split's sequences" in out
+    rec = json.loads((tmp / "tuned" / "tune.json").read_text())
+    assert rec["tuning_text"]["part"] == "tuning" and rec["test_text"]["part"] == "test"
+    assert set(rec["tuning_metrics"]) == set(rec["test_metrics"]) and isinstance(rec["meets_on_test"], bool)
+    tuning_files = set(rec["tuning_text"]["files"])  # the files given; the split picks whole files
+    from halo_opt.calibration.text import read_documents, split_documents
+    docs = read_documents(texts)
+    assert {d.name for d in split_documents(docs, "tuning")}.isdisjoint({d.name for d in split_documents(docs, "test")})
+    assert tuning_files == set(texts)

@@ -188,14 +188,18 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
               abits: int = 8, asigned: bool = True, max_hessian_bytes: int = 4 << 30, checkpoint_every: int | None = None,
               checkpoint_s: float = 60.0,
               overwrite: bool = False, progress: bool = True, extra_meta: dict | None = None,
-              on_batch: Callable[[int, int], None] | None = None) -> Path:
+              on_batch: Callable[[int, int], None] | None = None, fisher: bool = True, fisher_loss: str | None = None) -> Path:
     """Accumulate ``H`` and activation histograms of every planned layer into the folder ``out``.
 
     Resumes an interrupted run with the same inputs; ``overwrite`` discards a different one. The
     running sums are checkpointed after every ``checkpoint_every`` batches (if given) and whenever
     ``checkpoint_s`` seconds passed since the last checkpoint.
     ``on_batch(group, batch)`` is called after each finished batch (progress hooks, tests).
+    ``fisher``: also collect the output-channel loss sensitivities (:mod:`.fisher`, loss
+    ``fisher_loss`` or the model kind's default; skipped for custom adapters without a loss).
     """
+    from .fisher import collect_fisher, default_loss
+
     out = Path(out)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} requested but CUDA is not available; use --device cpu")
@@ -204,6 +208,9 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     t_hash = time.perf_counter()
     spec = {"model": adapter.name, "model_sha256": adapter.sha256(), "tokens_sha256": tokens.sha256(),
             "abits": abits, "asigned": asigned, "batch_size": batch_size, "layers": [l.name for l in adapter.linears]}
+    floss = (fisher_loss or default_loss(adapter)) if fisher else None
+    if floss:
+        spec["fisher_loss"] = floss
     run_file = out / "run.json"
     if run_file.is_file():
         old = read_json(run_file, "calibration run record")
@@ -234,6 +241,15 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
                        early_stop and gi < len(groups) - 1, pbar, on_batch, timing)
     finally:
         pbar.stop()
+    fmeta = None
+    if floss:
+        t_f = time.perf_counter()
+        collect_fisher(adapter, tokens, out, floss, device, batch_size, seed=int(tokens.spec.get("seed") or 0),
+                       checkpoint_s=checkpoint_s, checkpoint_every=checkpoint_every)
+        timing["fisher_s"] = time.perf_counter() - t_f
+        from .fisher import load_fisher
+
+        fmeta = {"loss": floss, "n_units": load_fisher(out)[0]["n_units"], "file": "fisher.safetensors"}
     layers = []
     for name in order:
         lin = adapter.layer(name)
@@ -244,7 +260,7 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     meta = provenance(model=adapter.name, model_sha256=adapter.sha256(), tokens_sha256=tokens.sha256()) | {
         "model": adapter.name, "model_source": adapter.source, "model_sha256": adapter.sha256(), "data": tokens.spec,
         "seed": tokens.spec.get("seed"), "n_tokens": tokens.n_tokens, "device": device, "batch_size": batch_size,
-        "abits": abits, "asigned": asigned, "act_scale_rule": ACT_SCALE_RULE, "n_layers": len(layers),
+        "abits": abits, "asigned": asigned, "act_scale_rule": ACT_SCALE_RULE, "n_layers": len(layers), "fisher": fmeta,
         "wall_s": round(time.perf_counter() - t0, 3), "timing_s": {k: round(v, 4) for k, v in timing.items()}} | (extra_meta or {})
     write_json(out / "meta.json", meta)
     return out

@@ -3,8 +3,11 @@
 Default text is English prose every Python install carries: the docstrings of the standard
 library (module, class and function docstrings read with ``ast`` from the stdlib ``.py``
 files, test suites excluded), one *document* per module, in sorted module order. Modules are
-split into a calibration part and a held-out part by a seeded permutation (``split_seed``,
-fraction ``heldout_frac``), so evaluation text never overlaps calibration text.
+split by a seeded permutation (``split_seed``) into a calibration part (``1 − heldout_frac``)
+and a held-out part (``heldout_frac``); the held-out part is split again, by the same
+permutation, into a *tuning* half (what the closed loop tunes the budget on) and a *test* half
+(what it reports; never seen by calibration or tuning). The parts are disjoint sets of modules,
+so no text is shared among calibration, tuning and test (asserted in the tests).
 
 :func:`token_batch` turns documents into ``n_sequences × seq_len`` token ids: documents are
 visited in a seeded order, each is tokenised and cut into consecutive chunks of
@@ -32,6 +35,8 @@ from ..artifacts import sha256_bytes, sha256_json, write_json
 from ..errors import UserError
 from ..paths import cache_dir
 
+#: Parts of the default corpus: calibration | heldout (= tuning ∪ test) | tuning | test | all.
+PARTS = ("calibration", "heldout", "tuning", "test", "all")
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
 
@@ -63,12 +68,12 @@ def _docstrings(path: Path) -> str:
 
 
 def stdlib_documents(part: str = "calibration", split_seed: int = 0, heldout_frac: float = 0.2) -> list[Document]:
-    """Standard-library docstrings, one document per module, for ``part`` in {calibration, heldout, all}.
+    """Standard-library docstrings, one document per module, for ``part`` in :data:`PARTS`.
 
     Parsed once per Python version and cached (``cache_dir()/text/``).
     """
-    if part not in ("calibration", "heldout", "all"):
-        raise UserError(f"unknown text part {part!r}; use calibration, heldout or all")
+    if part not in PARTS:
+        raise UserError(f"unknown text part {part!r}; use one of {', '.join(PARTS)}")
     if not 0 <= heldout_frac < 1:
         raise UserError(f"held-out fraction must be in [0, 1), got {heldout_frac}")
     files = _stdlib_files()
@@ -84,7 +89,9 @@ def stdlib_documents(part: str = "calibration", split_seed: int = 0, heldout_fra
     perm = np.random.default_rng(split_seed).permutation(len(docs))
     n_held = int(round(heldout_frac * len(docs)))
     held = set(perm[:n_held].tolist())
-    pick = {"all": lambda i: True, "heldout": lambda i: i in held, "calibration": lambda i: i not in held}[part]
+    tuning = set(perm[:n_held // 2].tolist())
+    pick = {"all": lambda i: True, "heldout": lambda i: i in held, "calibration": lambda i: i not in held,
+            "tuning": lambda i: i in tuning, "test": lambda i: i in held and i not in tuning}[part]
     return [Document(n, t) for i, (n, t) in enumerate(docs) if pick(i)]
 
 
@@ -111,6 +118,16 @@ def read_documents(paths: Sequence[str | Path]) -> list[Document]:
             raise UserError(f"calibration text {f} is empty; give a file with prose in it")
         docs.append(Document(str(f), text))
     return docs
+
+
+def split_documents(docs: Sequence[Document], part: str, split_seed: int = 0) -> list[Document]:
+    """The ``tuning`` or ``test`` half of the user's documents (a seeded permutation of whole
+    documents, so the halves share no file); needs at least two documents."""
+    if len(docs) < 2:
+        raise UserError("disjoint tuning and test text needs at least two held-out text files (one per split); give more --text files")
+    perm = np.random.default_rng(split_seed).permutation(len(docs))
+    half = set(perm[:len(docs) // 2].tolist())
+    return [d for i, d in enumerate(docs) if (i in half) == (part == "tuning")]
 
 
 @dataclass
@@ -200,6 +217,9 @@ def calibration_batch(tokenizer, text: Sequence[str | Path] | None, n_sequences:
     """Token batch from the user's text files, or from the stdlib docstrings' ``part`` split."""
     if text:
         docs, source = read_documents(text), {"source": "files", "files": [str(p) for p in text]}
+        if part in ("tuning", "test"):
+            docs = split_documents(docs, part, split_seed)
+            source |= {"part": part, "split_seed": split_seed}
     else:
         docs = stdlib_documents(part, split_seed, heldout_frac)
         source = {"source": "python-stdlib-docstrings", "python": sys.version.split()[0], "part": part,

@@ -29,6 +29,8 @@ def calibrate_cmd(
     layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated explicit layer names"),
     max_hessian_gb: float = typer.Option(4.0, "--max-hessian-gb", help="memory for Hessians per pass (more layers -> more passes)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run of other inputs in --out"),
+    fisher: bool = typer.Option(True, "--fisher/--no-fisher", help="also collect output-channel loss sensitivities (backward passes) for --error-model fisher"),
+    fisher_loss: Optional[str] = typer.Option(None, "--fisher-loss", help="nll (causal LMs) or embedding (encoders); default by model kind"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Accumulate H = (2/n) Σ x xᵀ per planned linear layer (float64, streaming) + activation histograms.
@@ -42,6 +44,6 @@ def calibrate_cmd(
     tokens = calibration_batch(adapter.tokenizer, text, sequences, seq_len, seed, split_seed, heldout_frac,
                                max_length=adapter.max_length)
     calibrate(adapter, tokens, out, device=device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
-              max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress)
+              max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress, fisher=fisher, fisher_loss=fisher_loss)
     typer.echo(f"calibrated {len(adapter.linears)} layers of {adapter.name} on {tokens.n_tokens} tokens "
                f"(model sha256 {adapter.sha256()[:12]}) -> {out}")

@@ -41,6 +41,8 @@ def costs_cmd(
     grid: int = typer.Option(15, "--grid", help="scale grid points per row"),
     exact_search: bool = typer.Option(False, "--exact-search", help="search scales in float64 (default: float32 search, float64 errors)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
+    error_model: str = typer.Option("auto", "--error-model", help="auto (fisher when the calibration has Fisher statistics, else local), "
+                                    "local (layer-local tr(ΔW H ΔWᵀ)) or fisher (loss-aware, output channels weighted by the loss's sensitivity)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.
@@ -55,7 +57,7 @@ def costs_cmd(
         warnings.simplefilter("always", DampingWarning)
         build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, Workload(workload, batch, seq_len),
                     codebooks, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
-                    progress=progress)
+                    progress=progress, error_model=error_model)
     for w in caught:
         if issubclass(w.category, DampingWarning):
             typer.echo(f"note: {w.message}", err=True)

@@ -132,31 +132,84 @@ def tune(
     text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"], blocksize: int = _opt["blocksize"],
     progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
 ) -> None:
-    """Largest error budget whose plan meets --target on held-out text (planner ∘ executor, bisection).
+    """Largest error budget whose plan meets --target on the tuning split (planner ∘ executor, bisection);
+    the chosen plan is reported on the disjoint test split (held-out text is halved: tuning | test).
 
     Example: halo-opt tune --target "cosine>=0.99" --scenario performance --costs runs/costs --calib runs/calib --out runs/tune
     """
     from ..artifacts import provenance
     from ..closed_loop import tune_budget
-    from ..execute.evaluate import parse_target
+    from ..execute.evaluate import meets, parse_target
     from ..execute.pipeline import run_plan
     from ..solve import get_solver
     from ..solve.scenario import load_scenario
 
     parse_target(target), get_solver(solver)  # fail fast on a bad target or solver, before loading the model
+    from ..execute.pipeline import context_from_folders, split_batches
     from ..paths import scenario_file
 
     sc0 = load_scenario(scenario_file(scenario))
-    ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
+    txt = [str(t) for t in text] if text else None
+    ctx = context_from_folders(costs, calib, model, sequences, seq_len, seed, txt, str(profile) if profile else None, device, part="tuning")
+    test_ctx = ctx.with_heldout(split_batches(ctx, txt, "test", sequences, seq_len, seed))
     res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
                       progress=(lambda m: typer.echo(m, err=True)) if progress else None)
-    ex, m = run_plan(ctx, res.plan, method, blocksize, progress)  # deterministic re-run: no codes kept per budget
+    if not as_json:
+        typer.echo(f"enforced on the tuning split: {res.enforced}")
+    ex, m = run_plan(test_ctx, res.plan, method, blocksize, progress)  # the chosen plan on the test split
     meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
                                solver=solver, scenario=str(scenario)),
-            "plan": f"tuned budget {res.budget:.6g}", "costs": str(costs),
-            "tune": {"target": target, "budget": res.budget, "history": res.history}}
-    rep = _write(out, ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta,
-                 {"tune.json": {"target": target, "budget": res.budget, "metrics": res.metrics, "history": res.history}})
-    line, data = _summary(rep, ctx)
-    emit(f"budget ε {res.budget:.3g} meets {target} ({len(res.history)} budgets tried, {solver}): {line} -> {out}/report.md",
-         data | {"budget_rel": res.budget, "target": target, "solver": solver, "history": res.history, "out": str(out)}, as_json)
+            "plan": f"tuned budget {res.budget:.6g} (report on the test split)", "costs": str(costs),
+            "tune": {"target": target, "enforced": res.enforced, "budget": res.budget, "history": res.history}}
+    rec = {"target": target, "enforced": res.enforced, "budget": res.budget, "tuning_metrics": res.metrics, "test_metrics": m,
+           "meets_on_test": meets(m, parse_target(target)), "tuning_text": ctx.text_spec,
+           "test_text": {"part": "test", "sequences": sequences, "seq_len": seq_len}, "history": res.history}
+    rep = _write(out, test_ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta, {"tune.json": rec})
+    line, data = _summary(rep, test_ctx)
+    emit(f"budget ε {res.budget:.3g} meets {target} on the tuning split ({len(res.history)} budgets tried, {solver}); "
+         f"on the test split it {'meets' if rec['meets_on_test'] else 'MISSES'} it: {line} -> {out}/report.md",
+         data | {"budget_rel": res.budget, "target": target, "enforced": res.enforced, "meets_on_test": rec["meets_on_test"],
+                 "tuning_metrics": res.metrics, "solver": solver, "history": res.history, "out": str(out)}, as_json)
+
+
+@app.command()
+def perplexity(
+    model: str = typer.Option("smollm2-135m", "--model", help="causal LM: a pulled model name or a local Hugging Face folder"),
+    text: Optional[list[Path]] = typer.Option(None, "--text", help="text files, joined by blank lines into one stream "
+                                              "(default: the test part of the stdlib docstrings)"),
+    context_len: int = typer.Option(512, "--context-len", help="tokens per non-overlapping window"),
+    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="score only the first N windows"),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="also score the model quantized per this plan (needs --costs, --calib)"),
+    costs: Optional[Path] = typer.Option(None, "--costs", help="cost folder of --plan"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="calibration folder of --plan"),
+    method: str = typer.Option("rtn", "--method", help="rtn | gptq"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """Perplexity over a contiguous token stream in non-overlapping windows (the GPTQ / llm-compressor WikiText-2 protocol).
+
+    Example: halo-opt perplexity --model path/to/hf-causal-lm --text wiki.test.raw --context-len 2048
+    """
+    from ..calibration.models import SUPPORTED, load_model
+    from ..calibration.text import read_documents, stdlib_documents
+    from ..execute.evaluate import stream_ids, stream_perplexity
+
+    ad = load_model(model).to(device)
+    if SUPPORTED.get(ad.kind) != "causal":
+        raise UserError(f"perplexity needs a causal LM; {ad.name} is a {ad.kind} model (use `halo-opt execute` for encoders)")
+    docs = read_documents(text) if text else stdlib_documents("test")
+    ids = stream_ids(ad.tokenizer, [d.text for d in docs])
+    where = ", ".join(map(str, text)) if text else "stdlib docstrings, test part"
+    r = stream_perplexity(ad.model, ids, context_len, ad._forward, max_windows=max_windows)
+    typer.echo(f"float: perplexity {r['perplexity']:.4f} on {r['tokens_scored']} tokens ({r['windows']} windows x {context_len}, {where})")
+    if plan:
+        from ..execute.inputs import load_costs, load_hessian, load_plan
+        from ..execute.pipeline import Context, quantized
+        from ..execute.run import execute_plan
+
+        if not (costs and calib):
+            raise UserError("--plan needs --costs and --calib (the folders it was planned from)")
+        c = load_costs(costs)
+        ex = execute_plan(load_plan(plan), c, {l.name: l.weight() for l in ad.linears}, lambda n: load_hessian(calib, n).H, method, device)
+        ctx = Context(c, ad.model, {l.name: l.module for l in ad.linears}, {}, lambda n: None, "causal", ad._forward, [])
+        q = stream_perplexity(quantized(ctx, ex), ids, context_len, ad._forward, max_windows=max_windows)
+        typer.echo(f"plan ({method}): perplexity {q['perplexity']:.4f} (+{100 * (q['perplexity'] / r['perplexity'] - 1):.2f} %)")

@@ -55,6 +55,39 @@ def perplexity(model, batches: Iterable[Batch], forward: Callable = default_forw
 
 
 @torch.no_grad()
+def stream_perplexity(model, ids: torch.Tensor, context_len: int, forward: Callable = default_forward,
+                      batch_size: int = 4, max_windows: int | None = None) -> dict:
+    """Perplexity of one contiguous token stream ``ids`` [n] in non-overlapping windows of ``context_len``
+    tokens, the protocol GPTQ and llm-compressor use for WikiText-2: window ``i`` holds tokens
+    ``[i·L, (i+1)·L)``, is scored on its own (no carried state, its first token is context only),
+    the trailing partial window is dropped, and ``ppl = exp(Σ NLL / Σ predicted tokens)``.
+    """
+    if context_len < 2:
+        raise UserError(f"context length must be >= 2, got {context_len}")
+    n_win = len(ids) // context_len
+    if max_windows:
+        n_win = min(n_win, max_windows)
+    if n_win == 0:
+        raise UserError(f"the text has {len(ids)} tokens, fewer than one window of {context_len}; give more text or lower --context-len")
+    win = ids[:n_win * context_len].reshape(n_win, context_len)
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    nll, n = 0.0, 0
+    for i in range(0, n_win, batch_size):
+        b = win[i:i + batch_size].to(dev)
+        logits = forward(model, {"input_ids": b, "attention_mask": torch.ones_like(b)}).double()
+        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, b[:, 1:, None])[..., 0]
+        nll -= float(lp.sum())
+        n += lp.numel()
+    return {"perplexity": math.exp(nll / n), "nll_mean": nll / n, "tokens_scored": n, "windows": n_win,
+            "context_len": context_len, "stream_tokens": int(len(ids))}
+
+
+def stream_ids(tokenizer, texts: list[str], sep: str = "\n\n") -> torch.Tensor:
+    """The documents joined by ``sep`` (as GPTQ joins WikiText-2's lines) and tokenised once, without special tokens."""
+    return torch.tensor(tokenizer(sep.join(texts), add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.int64)
+
+
+@torch.no_grad()
 def sentence_embeddings(model, batches: Iterable[Batch], forward: Callable = default_forward) -> torch.Tensor:
     """Mean-pooled (attention-masked) last hidden states, float64 [n_sentences, d]."""
     out = []
@@ -106,6 +139,22 @@ class Evaluator:
 _ALIASES = {"cosine": "cosine_mean", "cos": "cosine_mean", "top1": "top1_agreement", "ppl": "ppl_increase",
             "perplexity_increase": "ppl_increase"}
 _OPS = {">=": operator.ge, "<=": operator.le}
+
+
+#: What each metric aggregates over the evaluation text (what a target on it enforces).
+AGGREGATE = {
+    "perplexity": "exp of the mean token NLL over all next-token positions of the split (one number, token-weighted)",
+    "ppl_increase": "perplexity / float perplexity − 1 over all next-token positions of the split (token-weighted mean NLL)",
+    "cosine_mean": "mean over the split's sequences of the cosine to the float model's embedding",
+    "cosine_min": "minimum over the split's sequences of the cosine to the float model's embedding (worst sequence)",
+    "top1_agreement": "fraction of the split's sequences whose nearest neighbour is unchanged",
+}
+
+
+def describe_target(target: tuple[str, str, float]) -> str:
+    """One line: the metric, its aggregate and the bound, e.g. for `tune`'s output."""
+    name, op, v = target
+    return f"{name} {op} {v:g}: {AGGREGATE.get(name, 'as measured')}"
 
 
 def parse_target(text: str) -> tuple[str, str, float]:

@@ -35,6 +35,15 @@ class CostFolder:
     codebooks: dict[str, dict]  # name -> {"codes", "delay_ps", "energy_fj", ...}
     levels: dict[str, dict]  # name -> {"voltage_v", "freq_hz", "leak_power_w"}
     compat: dict[str, dict[str, float | None]]
+    errors_local: pd.DataFrame | None = None  # the local table when ``errors`` is another error model's
+
+    @property
+    def error_model(self) -> str:
+        return self.meta.get("error_model", "local")
+
+    def local_errors(self) -> pd.DataFrame:
+        """The layer-local error table (what per-layer measured output errors compare with)."""
+        return self.errors if self.error_model == "local" or self.errors_local is None else self.errors_local
 
     def layer_tiles(self, layer: str) -> pd.DataFrame:
         return self.tiles[self.tiles["layer"] == layer]
@@ -45,12 +54,16 @@ class CostFolder:
 
 
 def load_costs(path: str | Path) -> CostFolder:
-    """Load a cost folder through its one reader (:func:`halo_opt.costfolder.load_costs`)."""
+    """Load a cost folder through its one reader (:func:`halo_opt.costfolder.load_costs`), with the
+    layer-local error table beside it when the folder's error model is another one."""
+    from ..artifacts import read_parquet
     from ..costfolder import load_costs as _load
 
     c = _load(path)
+    local = c.path / "errors_local.parquet"
+    local = read_parquet(local, "local error table").sort_values("tile").reset_index(drop=True) if local.is_file() else None
     return CostFolder(c.path, c.meta, c.sha256, c.layers, c.tiles, c.errors, c.latency,
-                      {b["name"]: b for b in c.codebooks}, {v["name"]: v for v in c.levels}, c.compat)
+                      {b["name"]: b for b in c.codebooks}, {v["name"]: v for v in c.levels}, c.compat, local)
 
 
 def load_plan(path: str | Path) -> dict:

@@ -15,7 +15,7 @@ from .apply import add_damping, block_diag_error
 from .evaluate import Evaluator
 from .inputs import CostFolder, check_plan, load_costs, load_hessian
 from .run import Execution, dequantized_model, execute_plan, uniform_baseline
-from .validate import baseline_cost, measure_output_errors, predicted_errors, realized_cost, spearman, timing_check
+from .validate import baseline_cost, end_to_end, measure_output_errors, predicted_errors, realized_cost, spearman, timing_check
 
 
 @dataclass
@@ -34,8 +34,17 @@ class Context:
     model_sha256: str | None = None
     profile: object = None  # DataFrame [code, delay_ps, energy_fj] or None
     device: str = "cpu"
+    tokenizer: object = None
+    max_length: int | None = None
+    text_spec: dict = field(default_factory=dict)  # what the held-out batches are (corpus, part, sizes)
     _H: dict = field(default_factory=dict)
     _eval: Evaluator | None = None
+
+    def with_heldout(self, batches: list[dict]) -> "Context":
+        """The same model and costs evaluated on other batches (e.g. the test split); shares the Hessian cache."""
+        from dataclasses import replace
+
+        return replace(self, heldout=batches, _eval=None)
 
     def hessian(self, name: str) -> torch.Tensor:
         if name not in self._H:
@@ -51,8 +60,8 @@ class Context:
 
 def context_from_folders(costs_dir: str | Path, calib_dir: str | Path, model_spec: str, n_sequences: int = 32,
                          seq_len: int = 128, seed: int = 0, text: list[str] | None = None, profile: str | None = None,
-                         device: str = "cpu") -> Context:
-    """Load cost folder, calibration Hessians (lazily), the model adapter and held-out token batches."""
+                         device: str = "cpu", part: str = "heldout") -> Context:
+    """Load cost folder, calibration Hessians (lazily), the model adapter and the ``part`` split's token batches."""
     from ..calibration.models import SUPPORTED, load_model
     from ..calibration.text import calibration_batch
 
@@ -60,11 +69,11 @@ def context_from_folders(costs_dir: str | Path, calib_dir: str | Path, model_spe
     require(Path(calib_dir).is_dir(), f"calibration folder {calib_dir} not found; run `halo-opt calibrate` or fix --calib")
     ad = load_model(model_spec).to(device)
     kind = SUPPORTED.get(ad.kind, "encoder")
-    tb = calibration_batch(ad.tokenizer, text, n_sequences, seq_len, seed, part="heldout", max_length=ad.max_length)
+    tb = calibration_batch(ad.tokenizer, text, n_sequences, seq_len, seed, part=part, max_length=ad.max_length)
     fwd = getattr(ad, "_forward")
     return Context(costs, ad.model, {l.name: l.module for l in ad.linears}, {l.name: l.weight() for l in ad.linears},
                    lambda n: load_hessian(calib_dir, n).H, kind, fwd, list(tb.batches(8, device)), ad.name, ad.sha256(),
-                   _load_profile(profile) if profile else None, device)
+                   _load_profile(profile) if profile else None, device, ad.tokenizer, ad.max_length, tb.spec)
 
 
 def _load_profile(path: str):
@@ -91,6 +100,15 @@ def code_table(profile, costs: CostFolder):
     col = next((c for c in cols if fits(c)), "delay_static_ps" if "delay_static_ps" in cols else cols[0])
     src = f"profile {col}" + ("" if fits(col) else " (no profile column reproduces codebooks.json delays)")
     return profile[["code", col, "energy_fj"]].rename(columns={col: "delay_ps"}), src
+
+
+def split_batches(ctx: Context, text: list[str] | None, part: str, n_sequences: int, seq_len: int, seed: int = 0) -> list[dict]:
+    """Token batches of another split (``tuning``/``test``) for the context's model (needs its tokenizer)."""
+    from ..calibration.text import calibration_batch
+
+    require(ctx.tokenizer is not None, "this context has no tokenizer; build it with context_from_folders")
+    tb = calibration_batch(ctx.tokenizer, text, n_sequences, seq_len, seed, part=part, max_length=ctx.max_length)
+    return list(tb.batches(8, ctx.device))
 
 
 def check_model(ctx: Context, plan: dict) -> None:
@@ -149,7 +167,8 @@ def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, b
                     "n_tokens": int(max((r["tokens"] for r in rows), default=0))},
         "metric_names": list(metrics), "methods": methods,
         "validation": {"spearman": spearman(P, M), "ratio_total": float(P.sum() / M.sum()) if M.sum() > 0 else float("nan"),
-                       "predicted_total": float(P.sum()), "measured_total": float(M.sum())},
+                       "predicted_total": float(P.sum()), "measured_total": float(M.sum()),
+                       "end_to_end": end_to_end(c, plan["tile_codebook"], ctx.kind, metrics)},
         "layers": rows,
         "timing": {"delay_source": source, "tiles": len(t), "outside_codebook": int((~t["in_codebook"]).sum()), "miss_timing": int((~t["meets_timing"]).sum()),
                    "realized_le_planned": bool((t["delay_realized_ps"] <= t["delay_planned_ps"]).all()),

@@ -1,4 +1,4 @@
-"""Closed loop: the largest error budget whose plan meets an accuracy target on held-out text.
+"""Closed loop: the largest error budget whose plan meets an accuracy target on the tuning split.
 
 A composition, not a back door: ``plan_fn(budget) -> plan`` is the planner (passed in), and
 ``measure(plan) -> metrics`` the executor + evaluator. Accuracy is assumed to worsen as the
@@ -24,6 +24,8 @@ class TuneResult:
     plan: dict
     metrics: dict
     history: list[dict] = field(default_factory=list)
+    test_metrics: dict | None = None   # the chosen plan on the test split (never seen by calibration or tuning)
+    enforced: str = ""                 # metric, aggregate and bound the bisection enforced (on the tuning split)
 
 
 def tune(plan_fn: Callable[[float], dict], measure: Callable[[dict], dict], target: tuple[str, str, float],
@@ -51,9 +53,12 @@ def tune(plan_fn: Callable[[float], dict], measure: Callable[[dict], dict], targ
     def history():
         return [{k: v for k, v in r.items() if k != "plan"} for r in sorted(cache.values(), key=lambda r: r["budget"])]
 
+    from .evaluate import describe_target
+
+    enforced = describe_target(target)
     top = probe(hi)
     if top["ok"]:
-        return TuneResult(hi, top["plan"], top["metrics"], history())
+        return TuneResult(hi, top["plan"], top["metrics"], history(), enforced=enforced)
     bot = probe(lo)
     if bot["plan"] is not None and not bot["ok"]:
         raise UserError(f"even budget {lo:g} misses the target {target[0]}{target[1]}{target[2]:g} ({bot['metrics']}); "
@@ -77,4 +82,4 @@ def tune(plan_fn: Callable[[float], dict], measure: Callable[[dict], dict], targ
         raise UserError(f"no tested budget in [{lo:g}, {hi:g}] meets the target {target[0]}{target[1]}{target[2]:g} "
                         f"(budgets up to {low:g} are infeasible, {b:g} already misses); relax the target or raise --iters")
     best = cache[ok]
-    return TuneResult(ok, best["plan"], best["metrics"], history())
+    return TuneResult(ok, best["plan"], best["metrics"], history(), enforced=enforced)

@@ -18,6 +18,7 @@ weights per-code energy by the tile's code histogram: ``Σ_g macs_g · Σ_q p_g(
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
@@ -65,11 +66,31 @@ def measure_output_errors(layers: dict[str, torch.nn.Module], deltas: dict[str, 
     return {n: (2.0 * s / max(k, 1), k) for n, (s, k) in acc.items()}
 
 
-def predicted_errors(costs: CostFolder, tile_codebook: list[str]) -> pd.Series:
-    """Per layer ``Σ_g e_{g, c(g)}`` (cost-table units)."""
-    e = costs.errors
+def predicted_errors(costs: CostFolder, tile_codebook: list[str], local: bool = True) -> pd.Series:
+    """Per layer ``Σ_g e_{g, c(g)}`` of the local table (``local``) or of the cost folder's error model."""
+    e = costs.local_errors() if local else costs.errors
     vals = np.array([e.at[g, cb] for g, cb in enumerate(tile_codebook)], dtype=np.float64)
     return pd.Series(vals, index=costs.tiles["layer"].to_numpy()).groupby(level=0, sort=False).sum()
+
+
+def end_to_end(costs: CostFolder, tile_codebook: list[str], kind: str, metrics: dict, ref: dict | None = None) -> dict:
+    """Predicted total error of the plan (the cost folder's error model) beside the measured degradation.
+
+    Measured: causal ``log(ppl / ppl_float)`` (mean token NLL increase, nats/token); encoder
+    ``1 − cosine_mean``. The Fisher model predicts exactly these quantities, so ``ratio`` =
+    measured / predicted should be near 1; the local model's ``Σe/N`` has no common unit with them.
+    """
+    model = costs.error_model
+    total = float(predicted_errors(costs, tile_codebook, local=False).sum())
+    if kind == "causal" and "perplexity" in metrics:
+        meas, what = math.log(metrics["perplexity"] / metrics["perplexity_float"]), "ΔNLL (nats/token) = log(ppl/ppl_float)"
+    elif "cosine_mean" in metrics:
+        meas, what = 1.0 - metrics["cosine_mean"], "1 − mean cosine"
+    else:
+        return {"error_model": model, "predicted": total, "measured": float("nan"), "measured_what": "-", "ratio": float("nan")}
+    pred = total if model != "local" else total / float(costs.meta.get("normaliser", 1.0))
+    return {"error_model": model, "units": costs.meta.get("error_units"), "predicted": pred, "measured": meas,
+            "measured_what": what, "ratio": meas / pred if pred > 0 else float("nan")}
 
 
 def spearman(a: Iterable[float], b: Iterable[float]) -> float:

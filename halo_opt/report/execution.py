@@ -50,8 +50,13 @@ def markdown(rep: dict) -> str:
               f"Σ predicted / Σ measured = {f(v['ratio_total'], '.3f')}.",
               "Predicted: Σ tile e_gc (cost table, block-diagonal, calibration H, damped). "
               "calib_blockdiag: the executor's codes on the same block-diagonal damped measure (= predicted for RTN). "
-              "Measured: (2/n) Σ_t ‖(Ŵ−W)x_t‖² on held-out tokens (full).", "",
-              "![predicted vs measured error per layer](error_per_layer.png)", "",
+              "Measured: (2/n) Σ_t ‖(Ŵ−W)x_t‖² on held-out tokens (full).", ""]
+    e2e = v.get("end_to_end")
+    if e2e:
+        lines += [f"End to end ({e2e['error_model']} error model): predicted {f(e2e['predicted'], '.4g')}"
+                  + (" (relative Σe/N; no common unit with the measured degradation)" if e2e["error_model"] == "local" else f" ({e2e.get('units')})")
+                  + f", measured {e2e['measured_what']} {f(e2e['measured'], '.4g')}, measured/predicted {f(e2e['ratio'], '.3g')}.", ""]
+    lines += ["![predicted vs measured error per layer](error_per_layer.png)", "",
               "![accuracy vs cost](accuracy_vs_cost.png)", "",
               "| layer | predicted | calib_blockdiag | measured (held-out) |", "|---|---|---|---|"]
     for r in rep["layers"]:

@@ -29,6 +29,7 @@ def plan_file(problem: Problem, result: Result, scenario: dict, costs_dir: str |
             "costs_sha256": sha256_file(cd / "meta.json"),
             "model_sha256": find_key(meta, "model_sha256"),
             "profile_sha256": find_key(meta, "profile_sha256"),
+            "error_model": meta.get("error_model", "local"), "error_units": meta.get("error_units"),
         },
         "scenario": scenario,
         "solver": {"name": result.solver, "status": result.status, "objective": result.objective,
