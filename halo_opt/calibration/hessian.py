@@ -155,6 +155,25 @@ def _save_st(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, s
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
+def save_hessian(calib_dir: str | Path, layer: str, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write one layer's ``hessians/<layer>.safetensors`` (``H`` float64 and ``n_tokens`` at
+    least; contract §3), atomically. The one writer of Hessian files."""
+    if "H" not in tensors or "n_tokens" not in tensors:
+        raise UserError(f"Hessian of layer {layer!r} needs tensors 'H' and 'n_tokens'")
+    path = hessian_path(calib_dir, layer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_st(path, tensors, {"layer": layer})
+    return path
+
+
+def save_calibration_index(calib_dir: str | Path, layers: list[dict], meta: dict) -> None:
+    """Write ``layers.json`` (``name, in_features, out_features, tokens`` in execution order) and
+    ``meta.json`` of a calibration folder (contract §3); :func:`load_calibration` reads them."""
+    out = Path(calib_dir)
+    write_json(out / "layers.json", layers)
+    write_json(out / "meta.json", meta)
+
+
 def execution_order(adapter: ModelAdapter, batch: dict[str, torch.Tensor]) -> tuple[list[str], dict[str, int]]:
     """Planned layers in the order the forward first calls them, and calls per forward."""
     calls: dict[str, int] = {}
@@ -256,13 +275,12 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
         with safe_open(str(hessian_path(out, name)), "pt") as f:
             n_tok = int(f.get_tensor("n_tokens"))
         layers.append({"name": name, "in_features": lin.in_features, "out_features": lin.out_features, "tokens": n_tok})
-    write_json(out / "layers.json", layers)
     meta = provenance(model=adapter.name, model_sha256=adapter.sha256(), tokens_sha256=tokens.sha256()) | {
         "model": adapter.name, "model_source": adapter.source, "model_sha256": adapter.sha256(), "data": tokens.spec,
         "seed": tokens.spec.get("seed"), "n_tokens": tokens.n_tokens, "device": device, "batch_size": batch_size,
         "abits": abits, "asigned": asigned, "act_scale_rule": ACT_SCALE_RULE, "n_layers": len(layers), "fisher": fmeta,
         "wall_s": round(time.perf_counter() - t0, 3), "timing_s": {k: round(v, 4) for k, v in timing.items()}} | (extra_meta or {})
-    write_json(out / "meta.json", meta)
+    save_calibration_index(out, layers, meta)
     return out
 
 
@@ -315,7 +333,7 @@ def _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asign
     sync()
     t1 = time.perf_counter()
     for n, a in accs.items():
-        _save_st(hessian_path(out, n), a.result(), {"layer": n})
+        save_hessian(out, n, a.result())
     partial.unlink(missing_ok=True)
     timing["accumulate_s"] += t1 - t
     timing["write_s"] += time.perf_counter() - t1

@@ -65,14 +65,14 @@ def hessians(layers: dict[str, torch.nn.Module], run: Callable[[], None]) -> dic
 
 
 def write_calib(folder: str | Path, H: dict[str, tuple[torch.Tensor, int]]) -> Path:
-    from safetensors.torch import save_file
+    """A calibration folder of given Hessians, through the folder's owner (:mod:`halo_opt.calibration.hessian`)."""
+    from ..calibration.hessian import save_calibration_index, save_hessian
 
     folder = Path(folder)
-    (folder / "hessians").mkdir(parents=True, exist_ok=True)
     for n, (h, k) in H.items():
-        save_file({"H": h.contiguous(), "n_tokens": torch.tensor(k)}, str(folder / "hessians" / f"{n}.safetensors"))
-    write_json(folder / "layers.json", [{"name": n, "in_features": h.shape[0], "tokens": k} for n, (h, k) in H.items()])
-    write_json(folder / "meta.json", {"model_sha256": "synthetic"})
+        save_hessian(folder, n, {"H": h.contiguous(), "n_tokens": torch.tensor(k)})
+    save_calibration_index(folder, [{"name": n, "in_features": h.shape[0], "tokens": k} for n, (h, k) in H.items()],
+                           {"model_sha256": "synthetic"})
     return folder
 
 

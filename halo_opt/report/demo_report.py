@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import read_json, read_parquet, write_text
+from ..planfile import load_plan
 from .style import f, saving, speedup, uj, us
 
 GOALS = ("performance", "energy", "balanced")
@@ -192,7 +193,7 @@ def render_demo(run: str | Path) -> list[Path]:
     for goal in GOALS:
         r = _row(rows, goal, "cpsat")
         if r and r.get("plan") and Path(r["plan"]).is_file():
-            plan = read_json(r["plan"])
+            plan = load_plan(r["plan"]).to_dict()
             level_of = {l: d["level"] for d in plan["domains"] for l in d["layers"]}
             written.append(plot_plan_map(costs.tiles, plan["tile_codebook"], list(costs.codebooks.values()), costs.levels, level_of,
                                          figdir / f"plan-map-{goal}.png", nominal=nominal_level(costs),
@@ -200,11 +201,11 @@ def render_demo(run: str | Path) -> list[Path]:
                                                f"speed {speedup(r.get('speedup'))}, energy {saving(r.get('energy_saving'))} vs INT8"))
             maps.append(goal)
     cfg = demo.get("config", {})
-    budgets = {g: read_json(p)["scenario"].get("budget") for g in GOALS
+    budgets = {g: load_plan(p).scenario.get("budget") for g in GOALS
                for p in [next((Path(r["plan"]) for r in rows if r["scenario"] == g and r.get("plan")), None)] if p and p.is_file()}
     metric = next((m for m in ("cosine_mean", "ppl") if any(f"meas_{m}" in r for r in rows)), None)
     bal = _row(rows, "balanced", "cpsat")
-    why = _why_slower(read_json(bal["plan"]), costs, bal["pred_latency_s"]) if bal and bal.get("plan") and Path(bal["plan"]).is_file() else ""
+    why = _why_slower(load_plan(bal["plan"]).to_dict(), costs, bal["pred_latency_s"]) if bal and bal.get("plan") and Path(bal["plan"]).is_file() else ""
     lines = findings(rows, base, budgets, _compute_share(costs), demo.get("baselines", {}), metric, why)
     cmeta = costs.meta
     pmeta = read_json(run / "profile" / "profile.json")["meta"] if (run / "profile" / "profile.json").is_file() else {}
