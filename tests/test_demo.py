@@ -89,3 +89,27 @@ def test_cached_rerun_keeps_stage_times_and_report_rerenders(demo_run, capsys):
     main(["report", str(cfg.out)])
     assert "rendered" in capsys.readouterr().out
     assert (cfg.out / "report.md").is_file() and (cfg.out / "figures" / "profile.png").is_file()
+
+
+def test_report_of_a_moved_run_keeps_budgets_plan_maps_and_error_model(demo_run, tmp_path, monkeypatch):
+    """A run made with a relative ``--out`` and re-rendered from elsewhere (or moved): the plan and
+    cost paths it recorded no longer resolve, and the report finds them under the run folder."""
+    import shutil
+
+    import pandas as pd
+
+    cfg, _, _ = demo_run
+    moved = tmp_path / "moved"
+    shutil.copytree(cfg.out, moved)
+    summary = pd.read_parquet(moved / "summary.parquet")
+    summary["plan"] = summary["plan"].map(lambda p: f"runs/demo/plans/{p.rsplit('/', 1)[-1]}" if isinstance(p, str) else p)
+    summary.to_parquet(moved / "summary.parquet")
+    for f in (moved / "figures").glob("plan-map-*.png"):
+        f.unlink()
+    monkeypatch.chdir(tmp_path)
+    main(["report", str(moved)])
+    text = (moved / "report.md").read_text()
+    assert re.search(r"performance ε = [0-9.e-]+, energy ε = ", text)
+    model = __import__("json").loads((moved / "costs" / "meta.json").read_text())["error_model"]
+    assert f"{model} error model: ε = " in text
+    assert {p.name for p in (moved / "figures").glob("plan-map-*.png")} == {f"plan-map-{g}.png" for g in ("performance", "energy", "balanced")}

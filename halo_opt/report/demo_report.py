@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..artifacts import read_json, read_parquet, write_text
 from ..planfile import load_plan
-from .style import f, saving, speedup, uj, us
+from .style import eps_definition, f, saving, speedup, uj, us
 
 GOALS = ("performance", "energy", "balanced")
 
@@ -73,7 +73,7 @@ def _best(rows, goal, key):
 
 
 def findings(rows: list[dict], base: dict, budgets: dict, bound_share: dict, baselines: dict, metric: str | None,
-             slow_why: str = "") -> list[str]:
+             slow_why: str = "", error_model: str | None = None) -> list[str]:
     """The report's opening bullets, each computed from the rows (no fixed wording of results)."""
     out = []
     lat_b, en_b = _row(rows, "physical_bound"), _row(rows, "physical_bound_energy")
@@ -81,7 +81,7 @@ def findings(rows: list[dict], base: dict, budgets: dict, bound_share: dict, bas
     ref = f" (INT8: {baselines.get('int8-rtn', {}).get(metric, math.nan):.4f}, float 1.0)" if metric and "int8-rtn" in baselines else ""
     bud = ", ".join(f"{g} ε = {f(b, '.2g')}" for g, b in budgets.items())
     out.append(f"**Budget.** Each HALO goal is planned under its scenario's relative output-error budget ({bud}; "
-               "ε = Σ tile error / Σ tr(W H Wᵀ) on the calibration Hessians). The column *error used ε* is what each plan spends.")
+               f"{error_model or 'local'} error model: {eps_definition(error_model)}). The column *error used ε* is what each plan spends.")
     p = _row(rows, "performance", "cpsat") or _best(rows, "performance", "speedup")
     if p:
         bound = f"; the physical bound (accuracy ignored) is {speedup(lat_b['speedup'])}" if lat_b and "speedup" in lat_b else ""
@@ -189,11 +189,19 @@ def render_demo(run: str | Path) -> list[Path]:
     written += [render_pareto(run / f"pareto-{g}") for g in fronts]
     for folder in sorted((run / "execute").glob("*/report.json")):
         written += render_execution(folder.parent)
+    def plan_file(r: dict | None) -> Path | None:
+        """A row's plan file: as recorded, else under this run's ``plans/`` (the run folder was moved
+        or the report is rendered from another working directory)."""
+        if not (r and r.get("plan")):
+            return None
+        p = Path(r["plan"])
+        return p if p.is_file() else next((q for q in [run / "plans" / p.name] if q.is_file()), None)
+
     maps = []
     for goal in GOALS:
         r = _row(rows, goal, "cpsat")
-        if r and r.get("plan") and Path(r["plan"]).is_file():
-            plan = load_plan(r["plan"]).to_dict()
+        if plan_file(r):
+            plan = load_plan(plan_file(r)).to_dict()
             level_of = {l: d["level"] for d in plan["domains"] for l in d["layers"]}
             written.append(plot_plan_map(costs.tiles, plan["tile_codebook"], list(costs.codebooks.values()), costs.levels, level_of,
                                          figdir / f"plan-map-{goal}.png", nominal=nominal_level(costs),
@@ -202,11 +210,11 @@ def render_demo(run: str | Path) -> list[Path]:
             maps.append(goal)
     cfg = demo.get("config", {})
     budgets = {g: load_plan(p).scenario.get("budget") for g in GOALS
-               for p in [next((Path(r["plan"]) for r in rows if r["scenario"] == g and r.get("plan")), None)] if p and p.is_file()}
+               for p in [next((plan_file(r) for r in rows if r["scenario"] == g and plan_file(r)), None)] if p}
     metric = next((m for m in ("cosine_mean", "ppl") if any(f"meas_{m}" in r for r in rows)), None)
     bal = _row(rows, "balanced", "cpsat")
-    why = _why_slower(load_plan(bal["plan"]).to_dict(), costs, bal["pred_latency_s"]) if bal and bal.get("plan") and Path(bal["plan"]).is_file() else ""
-    lines = findings(rows, base, budgets, _compute_share(costs), demo.get("baselines", {}), metric, why)
+    why = _why_slower(load_plan(plan_file(bal)).to_dict(), costs, bal["pred_latency_s"]) if plan_file(bal) else ""
+    lines = findings(rows, base, budgets, _compute_share(costs), demo.get("baselines", {}), metric, why, costs.meta.get("error_model"))
     cmeta = costs.meta
     pmeta = read_json(run / "profile" / "profile.json")["meta"] if (run / "profile" / "profile.json").is_file() else {}
     base_lines = "\n".join(f"| {k} | " + ", ".join(f"{m} {v:.4f}" for m, v in met.items()) + " |"

@@ -9,12 +9,23 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import read_json, read_parquet
-from .style import SOLVER_STYLE, pyplot, save
+from .style import SOLVER_STYLE, eps_definition, pyplot, save
 
 #: objective -> (column, scale, axis label)
 Y = {"latency": ("latency_s", 1e6, "predicted latency per pass (µs)"),
      "energy": ("energy_j", 1e6, "predicted energy per pass (µJ)"),
      "weighted": ("objective", 1.0, "latency/baseline + energy/baseline")}
+
+
+def _error_model_of(costs: str | None, folder: Path) -> str | None:
+    """The error model of the sweep's cost folder: the recorded path, else a ``costs/`` beside the
+    sweep (a moved run folder, or a report rendered from another working directory)."""
+    if not costs:
+        return None
+    for c in (Path(costs), folder.parent / Path(costs).name):
+        if (c / "meta.json").is_file():
+            return read_json(c / "meta.json").get("error_model")
+    return None
 
 
 def render_pareto(folder: str | Path) -> Path:
@@ -43,10 +54,12 @@ def render_pareto(folder: str | Path) -> Path:
         ax.axhline(bval * (scale if objective in Y and objective != "weighted" else 1.0), color="0.4", ls="--", lw=1,
                    label="INT8 baseline (full grid, nominal level)")
     ax.set_xscale("log")
-    ax.set_xlabel("relative output error of the plan, ε = Σe / Σ tr(W H Wᵀ)" if param == "budget" else "energy cap per pass (µJ)")
+    model = meta.get("error_model") or _error_model_of(meta.get("costs"), folder)
+    eps = f"({model} model), {eps_definition(model, short=True)}" if model else "ε = Σe / normaliser (error model not found)"
+    ax.set_xlabel(f"relative output error of the plan {eps}" if param == "budget" else "energy cap per pass (µJ)")
     ax.set_ylabel(ylabel)
     goal = meta.get("scenario", objective)
     ax.set_title(f"Pareto front, goal “{goal}” (minimise {objective}): ε-constraint sweep, every solver")
-    ax.legend(title="solver", loc="best")
+    ax.legend(title="solver", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # outside: no curve under it
     ax.grid(alpha=0.3, which="both")
     return save(fig, folder / "pareto.png")

@@ -12,6 +12,17 @@ SOLVER_STYLE = {"cpsat": ("o", 9, "none"), "lagrange": ("s", 5, None), "milp": (
                 "greedy": ("^", 5, None), "halo": ("x", 6, None), "relax": ("+", 7, None)}
 
 
+#: what a relative budget ε divides by, per error model (formulations/formulation.md): (short, in words)
+EPS_DEFINITION = {"local": ("ε = Σe / Σ tr(W H Wᵀ)", "ε = Σ tile error / Σ tr(W H Wᵀ) on the calibration Hessians"),
+                  "fisher": ("ε = Σe_F / Σ w_r (W H Wᵀ)_rr",
+                             "ε = Σ Fisher-weighted tile error / Σ_r w_r (W H Wᵀ)_rr, the predicted degradation over its normaliser")}
+
+
+def eps_definition(error_model: str | None, short: bool = False) -> str:
+    """The definition of a relative budget ε under ``error_model`` (``local`` when unknown)."""
+    return EPS_DEFINITION.get(error_model or "local", EPS_DEFINITION["local"])[0 if short else 1]
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend, with font sizes readable at 100 % zoom."""
     import matplotlib
