@@ -117,14 +117,21 @@ def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, ti
     N, K = W.shape
     q = torch.empty(N, K, dtype=torch.int16, device=W.device)
     S = torch.empty(N, len(grid.col_edges) - 1, dtype=torch.float64, device=W.device)
-    for i, (r0, r1) in enumerate(zip(grid.row_edges, grid.row_edges[1:])):
-        for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
-            c = codes[tile_codebook[grid.tile[i, j]]].to(W.device)
-            Wt = W[r0:r1, c0:c1]
+    row_spans = list(zip(grid.row_edges, grid.row_edges[1:]))
+    for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
+        # the scale of a row depends only on that row, so the tiles of a column block that share a
+        # codebook are searched in one call (one per (block, codebook) instead of one per tile)
+        by_book: dict[str, list[int]] = {}
+        for i, (r0, r1) in enumerate(row_spans):
+            by_book.setdefault(tile_codebook[grid.tile[i, j]], []).extend(range(r0, r1))
+        for book, rows in by_book.items():
+            c = codes[book].to(W.device)
+            idx = torch.tensor(rows, dtype=torch.long, device=W.device)
+            Wt = W[idx, c0:c1]
             s = scales(Wt, H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
             qt, _ = quantize_to_codes(Wt, s[:, None], c)
-            q[r0:r1, c0:c1] = qt.round().to(torch.int16)
-            S[r0:r1, j] = s
+            q[idx, c0:c1] = qt.round().to(torch.int16)
+            S[idx, j] = s
     return QuantLayer(name, q, S, grid)
 
 
