@@ -45,7 +45,7 @@ def test_structure_dp_matches_enumeration(seed):
     a[rng.random((G, V)) < 0.25] = np.inf
     count = rng.integers(1, 3, G)
     gdom = np.sort(rng.integers(0, L, G))
-    sw = float(rng.uniform(0, 0.6)) if rng.random() < 0.8 else 0.0
+    sw = float(10.0 ** rng.uniform(-9, 0)) if rng.random() < 0.8 else 0.0
     K = None if rng.random() < 0.3 else int(rng.integers(1, V + 1))
     S = None if rng.random() < 0.4 else int(rng.integers(0, 4))
     best = math.inf
@@ -93,6 +93,10 @@ def fold_problem(seed: int) -> tuple[Problem, set[str]]:
         tags.add("dead_level")
     if rng.random() < 0.8:
         compat[rng.integers(0, C), rng.integers(0, V)] = True
+    if rng.random() < 0.4:  # HALO-like: faster codebooks (more error) meet faster levels (less latency)
+        compat = np.arange(V)[None, :] <= np.arange(C)[:, None] * max(V - 1, 1) / max(C - 1, 1) + 1e-9
+        err, tl = np.sort(err, 1), np.sort(tl, 1)[:, ::-1].copy()
+        tags.add("halo_like")
     if T >= 2 and rng.random() < 0.3:  # identical tiles → a group with count > 1
         err[1], E[1], tl[1], dom[1] = err[0], E[0], tl[0], dom[0]
     layered = T > 0 and rng.random() < 0.2
@@ -170,7 +174,9 @@ def run_chunk(k: int) -> Counter:
             check(p, name, r, ref)
             want = ("optimal",) if ref.has_plan else ("infeasible",)
             if name == "milp" and ref.has_plan and r.info.get("tightened"):
-                want = ("optimal", "feasible")
+                # optimum within HiGHS's feasibility tolerance (1e-6) of a cap: the re-solve with caps
+                # tightened by 1e-5 ends "feasible", or with no plan ("unknown") when every plan sits there
+                want = ("optimal", "feasible", "unknown")
             assert r.status in want, (seed, name, r.status, r.info)
             seen[f"{name}:{r.status}"] += 1
         for name, f in OTHERS.items():

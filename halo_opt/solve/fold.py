@@ -104,11 +104,10 @@ def fold_structure(a: np.ndarray, count: np.ndarray, gdom: np.ndarray, L: int, s
             mk = sub_mask[:, js]  # [n_sets, nj, V]
             base = Dl[:, js] + sw * (kk - 1)  # [n_sets, nj]
             inner = kk - 1
+            opts = []  # (candidate values, previous end level, switches added) per way in
             if f is None:
                 cand = np.where(mk[:, :, None, :], base[:, :, None, None], np.inf) * np.ones((1, 1, S + 1, 1))
-                ps = np.zeros(cand.shape, np.int64)
-                pp = np.zeros(cand.shape, np.int64)
-                shift = np.full(cand.shape, inner)
+                opts.append((cand, np.zeros(cand.shape, np.int64), inner))
             else:
                 fm = np.where(mk[:, :, None, :], f[:, None, :, :], np.inf)  # [n_sets, nj, S+1, V]
                 if kk == 1:
@@ -124,35 +123,31 @@ def fold_structure(a: np.ndarray, count: np.ndarray, gdom: np.ndarray, L: int, s
                     stay = np.where(is1, v2[..., None], v1[..., None])
                     stay_p = np.where(is1, a2[..., None], a1[..., None])
                 swv = (g + sw)[:, None, :, None] * np.ones((1, len(js), 1, V))
-                take_sw = swv < stay
-                prev = np.where(take_sw, swv, stay)
-                pp = np.where(take_sw, garg[:, None, :, None], stay_p)
-                shift = inner + take_sw.astype(np.int64)
-                cand = np.where(mk[:, :, None, :], prev + base[:, :, None, None], np.inf)
+                inside = lambda x: np.where(mk[:, :, None, :], x + base[:, :, None, None], np.inf)  # noqa: E731
+                if limited:  # the two ways in add different switch counts
+                    opts.append((inside(stay), stay_p, inner))
+                    opts.append((inside(swv), np.broadcast_to(garg[:, None, :, None], fm.shape), inner + 1))
+                else:
+                    take_sw = swv < stay
+                    opts.append((inside(np.where(take_sw, swv, stay)),
+                                 np.where(take_sw, garg[:, None, :, None], stay_p), 0))
+            for cand, pp, sh in opts:
                 ps = np.broadcast_to(np.arange(S + 1)[None, None, :, None], cand.shape)
-            if limited:  # switches so far + shift must stay ≤ S: move entries s → s + shift
-                tgt = (np.arange(S + 1)[None, None, :, None] if f is not None else 0) + shift
-                ok = tgt <= S
-                for sh in np.unique(shift):
-                    sel = (shift == sh) & ok
-                    if not sel.any():
+                if limited:  # switches so far + sh must stay ≤ S: move entries s → s + sh
+                    if sh > S:
                         continue
-                    c = np.where(sel, cand, np.inf)
+                    c2 = np.full_like(cand, np.inf)
+                    p2s = np.zeros(cand.shape, np.int64)
+                    p2p = np.zeros(cand.shape, np.int64)
                     if f is None:
-                        c2 = np.full_like(c, np.inf)
-                        c2[:, :, sh, :] = c[:, :, 0, :]
-                        p2s = np.zeros_like(ps)
-                        p2p = pp
+                        c2[:, :, sh, :] = cand[:, :, 0, :]
                     else:
-                        c2 = np.full_like(c, np.inf)
-                        c2[:, :, sh:, :] = c[:, :, :S + 1 - sh, :]
-                        p2s = np.zeros_like(ps)
+                        c2[:, :, sh:, :] = cand[:, :, :S + 1 - sh, :]
                         p2s[:, :, sh:, :] = ps[:, :, :S + 1 - sh, :]
-                        p2p = np.zeros_like(pp)
                         p2p[:, :, sh:, :] = pp[:, :, :S + 1 - sh, :]
                     _merge(new, bj, bs, bp, c2, js, p2s, p2p)
-            else:
-                _merge(new, bj, bs, bp, cand, js, np.zeros_like(cand, np.int64), pp)
+                else:
+                    _merge(new, bj, bs, bp, cand, js, np.zeros(cand.shape, np.int64), pp)
         f = new
         back.append((bj, bs, bp))
     flat = f.reshape(-1)
