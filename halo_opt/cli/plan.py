@@ -10,7 +10,7 @@ import typer
 from ..errors import UserError
 from . import app, emit
 
-SCENARIO_HELP = "scenario: a shipped name (performance, energy, balanced, baseline_int8, baseline_int4) or a TOML path"
+SCENARIO_HELP = "scenario: a shipped name (performance, performance_fold, energy, balanced, baseline_int8, baseline_int4) or a TOML path"
 
 
 def _baseline(costs: Path, granularity: str = "layer") -> dict:

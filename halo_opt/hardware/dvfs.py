@@ -102,7 +102,8 @@ class DvfsTable:
 
     def slack_ps(self, delay_ps_v0: float, level: DvfsLevel) -> float:
         """Timing slack (ps) of a path of nominal delay ``delay_ps_v0`` at ``level``; < 0 misses."""
-        return level.period_ps - delay_ps_v0 * self.delay_factor * self.law.delay_scale(level.voltage_v) * (1 + self.margin)
+        s = level.period_ps - delay_ps_v0 * self.delay_factor * self.law.delay_scale(level.voltage_v) * (1 + self.margin)
+        return 0.0 if abs(s) <= 1e-9 * level.period_ps else s  # exactly at the boundary (float rounding): meets
 
     def meets(self, delay_ps_v0: float, level: DvfsLevel) -> bool:
         return self.slack_ps(delay_ps_v0, level) >= 0.0
