@@ -1,7 +1,7 @@
 """Planner scale benchmark: synthetic LLaMA-2-shaped cost tables → wall time and gap per solver.
 
     python benchmarks/bench_solve.py --models medium,llama2-7b --out /tmp/bench_solve.json
-    python benchmarks/bench_solve.py --models llama2-70b --solvers lagrange,greedy,halo,cpsat
+    python benchmarks/bench_solve.py --models llama2-70b --solvers lagrange,greedy,halo_layer,cpsat
 
 Cost tables come from :func:`halo_opt.solve.synthetic.write_costs` (lognormal errors, 8
 codebooks, 5 DVFS levels, roofline latencies; 128×128 tiles, 2048 tokens per pass); scenarios
@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="small,medium,llama2-7b")
     ap.add_argument("--scenarios", default="performance,energy,balanced")
-    ap.add_argument("--solvers", default="lagrange,greedy,halo,cpsat,milp")
+    ap.add_argument("--solvers", default="lagrange,greedy,halo_layer,cpsat,milp")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-vars", type=int, default=300_000)

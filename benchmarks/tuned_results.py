@@ -37,7 +37,7 @@ from halo_opt.solve.problem import evaluate
 from halo_opt.solve.scenario import load_scenario
 
 GOALS = ("performance", "energy", "balanced")
-SOLVERS = ("cpsat", "lagrange", "greedy", "halo")
+SOLVERS = ("cpsat", "lagrange", "greedy", "halo_layer")
 
 
 def baseline(costs: Path) -> dict:

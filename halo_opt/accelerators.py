@@ -18,8 +18,22 @@ Off-chip bytes = weights ``K·N·weight_bytes`` plus, unless activations stay on
 unified buffer, if ``M·(K+N)·act_bytes`` fits), inputs ``M·K·act_bytes`` and outputs
 ``M·N·out_bytes``.
 
+Per fold (:meth:`SystolicArray.fold_latency`, fold granularity): a fold's weights stream from
+memory while the previous fold computes (double-buffered weight FIFO, as TPU v1's), so a fold
+takes ``max(cycles_fold / f, bytes_fold / bandwidth)`` with ``cycles_fold = 2R + C + M − 2`` and
+``bytes_fold`` = its tile's weights plus its share (by weight count) of the layer's off-chip
+activation traffic. Summed over a layer this is ≥ the layer roofline (a memory-heavy fold cannot
+borrow a compute-heavy fold's slack) and equal to it when every fold is compute-bound.
+
+Clock anchor (``anchor``): ``nominal`` (the default when ``nominal_freq_hz`` is given) runs the
+nominal DVFS level at the part's own clock, per-code delays scaled relative to the full grid's;
+``characterised`` runs it at the clock the characterised MAC's full grid meets (absolute gate
+delays), and then ``bandwidth_gbps`` must be the memory of that node (see
+:mod:`halo_opt.hardware.dvfs`).
+
 Configs live in ``data/accelerators/<name>.toml`` with their sources; each names the DVFS table
-(``data/dvfs``) and voltage law (``data/voltage_laws.toml``) it uses.
+(``data/dvfs``) and voltage law (``data/voltage_laws.toml``) it uses. Named workloads:
+:data:`WORKLOADS`.
 """
 
 from __future__ import annotations
@@ -52,6 +66,27 @@ class Workload:
         """Rows ``M`` streamed through every layer per pass."""
         return self.batch * self.seq_len if self.phase == "prefill" else self.batch
 
+    @property
+    def name(self) -> str:
+        """``prefill-b1-s128`` style label (what reports print beside a speedup)."""
+        return f"{self.phase}-b{self.batch}" + (f"-s{self.seq_len}" if self.phase == "prefill" else "")
+
+
+#: named workloads: batch-1 prefill (latency-bound serving; memory-bound on TPU v1-like parts)
+#: and prefill at batch 64 (compute-bound on every shipped accelerator), and batch-1 decode
+WORKLOADS = {"prefill-b1": Workload("prefill", 1, 128), "prefill-b64": Workload("prefill", 64, 128),
+             "decode-b1": Workload("decode", 1, 128)}
+
+
+def workload(name: str, batch: int | None = None, seq_len: int | None = None) -> Workload:
+    """``prefill``/``decode`` (with ``batch``, ``seq_len``) or a name of :data:`WORKLOADS`."""
+    if name in WORKLOADS:
+        w = WORKLOADS[name]
+        return Workload(w.phase, w.batch if batch is None else batch, w.seq_len if seq_len is None else seq_len)
+    if name in ("prefill", "decode"):
+        return Workload(name, 1 if batch is None else batch, 128 if seq_len is None else seq_len)
+    raise UserError(f"unknown workload {name!r}; use prefill, decode or one of {', '.join(WORKLOADS)}")
+
 
 @dataclass(frozen=True)
 class LayerShape:
@@ -81,7 +116,8 @@ class Accelerator:
     act_bytes: float = 1.0
     out_bytes: float = 1.0
     onchip_act_bytes: float = 0.0         # activations up to this size stay on chip (0: always off-chip)
-    nominal_freq_hz: float = 0.0          # the reference part's clock (documentation; DVFS sets clocks)
+    nominal_freq_hz: float = 0.0          # the reference part's clock (the nominal level's with anchor = "nominal")
+    anchor: str = "characterised"         # clock anchor: "nominal" (the part's clock) or "characterised" (the MAC's)
     source: str = ""
     config_sha256: str = ""
 
@@ -102,6 +138,11 @@ class Accelerator:
         t_memory = self.bytes(layer) / self.bandwidth_Bps
         return max(t_compute, t_memory), t_compute >= t_memory
 
+    @property
+    def anchor_hz(self) -> float | None:
+        """The clock the nominal DVFS level runs at, or None (anchored at the characterised MAC)."""
+        return self.nominal_freq_hz if self.anchor == "nominal" else None
+
 
 @dataclass(frozen=True)
 class SystolicArray(Accelerator):
@@ -115,6 +156,20 @@ class SystolicArray(Accelerator):
 
     def cycles(self, layer: LayerShape) -> int:
         return self.folds(layer) * (2 * self.rows + self.cols + layer.tokens - 2)
+
+    def fold_tile(self) -> tuple[int, int]:
+        """The weight tile of one fold: (output rows of W, input columns) = (cols, rows) of the array."""
+        return self.cols, self.rows
+
+    def fold_latency(self, layer: LayerShape, tile_rows: int, tile_cols: int, level) -> tuple[float, bool]:
+        """``(seconds, compute_bound)`` of one fold holding a ``tile_rows × tile_cols`` weight tile
+        (edge folds hold less), weight streaming overlapped with the previous fold's compute."""
+        t_compute = (2 * self.rows + self.cols + layer.tokens - 2) / float(level.freq_hz)
+        w = tile_rows * tile_cols
+        act = self.bytes(layer) - layer.in_features * layer.out_features * self.weight_bytes
+        b = w * self.weight_bytes + act * w / (layer.in_features * layer.out_features)
+        t_memory = b / self.bandwidth_Bps
+        return max(t_compute, t_memory), t_compute >= t_memory
 
 
 @dataclass(frozen=True)
@@ -156,6 +211,12 @@ def load_accelerator(name_or_path: str | Path) -> Accelerator:
         config_sha256=sha256_file(p))
     if common["bandwidth_Bps"] <= 0:
         raise UserError(f"accelerator config {p}: bandwidth_gbps must be > 0")
+    anchor = str(raw.get("anchor", "nominal" if common["nominal_freq_hz"] > 0 else "characterised"))
+    if anchor not in ("nominal", "characterised"):
+        raise UserError(f"accelerator config {p}: anchor = {anchor!r}; use 'nominal' or 'characterised'")
+    if anchor == "nominal" and not common["nominal_freq_hz"] > 0:
+        raise UserError(f"accelerator config {p}: anchor = 'nominal' needs nominal_freq_hz (the part's clock, Hz)")
+    common["anchor"] = anchor
     if kind == "systolic":
         R, C = _num(raw, "rows", p, int), _num(raw, "cols", p, int)
         if R < 1 or C < 1:

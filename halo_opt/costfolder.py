@@ -78,6 +78,7 @@ class CostTables:
     codebooks: list[dict]
     levels: list[dict]
     compat: dict[str, dict[str, float | None]]
+    tile_latency: pd.DataFrame | None = None  # tile × level seconds (one fold each), when the tile is the array's fold
 
     @property
     def v0(self) -> float:
@@ -143,8 +144,13 @@ def load_costs(path: str | Path) -> CostTables:
     miss = [n for n in names if n not in errors.columns]
     _check(not miss and len(errors) == len(tiles) and not errors[names].isna().any().any(),
            f"errors.parquet in {d} lacks codebooks {miss} or some tiles; regenerate the costs")
+    tl = None
+    if (d / "tile_latency.parquet").is_file():
+        tl = read_parquet(d / "tile_latency.parquet", "tile latency table")
+        miss = [c for c in ("tile", "level", "seconds") if c not in tl.columns]
+        _check(not miss, f"tile_latency.parquet in {d} lacks columns {miss}; regenerate the costs with `halo-opt costs`")
     return CostTables(d, raw_meta, sha256_file(d / "meta.json"), t["layers"], tiles, errors, t["latency"], books,
-                      [x.model_dump() for x in lv.levels], lv.compat)
+                      [x.model_dump() for x in lv.levels], lv.compat, tl)
 
 
 def save_costs(path: str | Path, meta: dict, layers: pd.DataFrame, tiles: pd.DataFrame, errors: pd.DataFrame,

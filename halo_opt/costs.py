@@ -27,7 +27,11 @@ The weights are positive per row, so each row's error-optimal scale is the same 
 When Fisher statistics exist both tables are written (``errors_local.parquet``,
 ``errors_fisher.parquet``) and ``errors.parquet`` is a copy of the chosen one.
 
-Latency per layer × DVFS level from the accelerator's roofline; ``levels.json`` holds each
+Latency per layer × DVFS level from the accelerator's roofline, and — on a systolic array when the
+tile is the array's fold — per tile × level (``tile_latency.parquet``, one fold each, for fold
+granularity: :meth:`~halo_opt.accelerators.SystolicArray.fold_latency`). ``meta.json`` records the
+clock anchor and the compute-bound share at the nominal level (of the latency, per layer and per
+fold), which every reported speedup names beside its workload. ``levels.json`` holds each
 level's leakage power (``MAC leakage × n_MACs × leak_scale(V)``) and, per codebook, the timing
 slack at each level (``null`` where it misses timing).
 """
@@ -162,7 +166,7 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
         raise UserError(f"tile must be two positive sizes (output rows, input columns), got {tile}")
     v0 = float(pmeta["v0"]) if "v0" in pmeta else None
     law = _pick_law(acc, v0, voltage_law)
-    table = load_dvfs(acc.dvfs, full.delay_ps, law)
+    table = load_dvfs(acc.dvfs, full.delay_ps, law, acc.anchor_hz)
     v0 = law.v0 if v0 is None else v0
 
     names = [l["name"] for l in layers]
@@ -222,6 +226,25 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
         for lv in table.levels:
             sec, cb = acc.latency(shape, lv)
             lat.append({"layer": r["layer"], "level": lv.name, "seconds": sec, "compute_bound": cb})
+    from .accelerators import SystolicArray
+    from .costfolder import nominal_level
+
+    nom = nominal_level([{"name": lv.name, "voltage_v": lv.voltage_v, "freq_hz": lv.freq_hz} for lv in table.levels],
+                        {"full": {lv.name: (0.0 if table.meets(full.delay_ps, lv) else None) for lv in table.levels}}, v0)
+    tile_lat = None
+    if isinstance(acc, SystolicArray) and tuple(tile) == acc.fold_tile():
+        by_layer = {r["layer"]: LayerShape(r["layer"], r["in_features"], r["out_features"], M) for r in rows_l}
+        tl = []
+        for t in rows_t:
+            for lv in table.levels:
+                sec, cb = acc.fold_latency(by_layer[t["layer"]], t["row1"] - t["row0"], t["col1"] - t["col0"], lv)
+                tl.append({"tile": t["tile"], "level": lv.name, "seconds": sec, "compute_bound": cb})
+        tile_lat = pd.DataFrame(tl)
+
+    def share(df):
+        d = df[df["level"] == nom]
+        return float(d.loc[d["compute_bound"], "seconds"].sum() / max(d["seconds"].sum(), 1e-300))
+
     leak_w = float(pmeta.get("leakage_w", 0.0))
     levels = {"levels": [{"name": lv.name, "voltage_v": lv.voltage_v, "freq_hz": lv.freq_hz,
                           "leak_power_w": leak_w * acc.n_macs * law.leak_scale(lv.voltage_v)} for lv in table.levels],
@@ -235,7 +258,13 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
                       workload={"phase": workload.phase, "batch": workload.batch, "seq_len": workload.seq_len}) | {
         "model": cmeta.get("model"), "model_sha256": cmeta.get("model_sha256"), "accelerator": acc.name,
         "accelerator_kind": type(acc).__name__, "n_macs": acc.n_macs, "bandwidth_Bps": acc.bandwidth_Bps,
-        "workload": {"phase": workload.phase, "batch": workload.batch, "seq_len": workload.seq_len, "tokens": M},
+        "workload": {"phase": workload.phase, "batch": workload.batch, "seq_len": workload.seq_len, "tokens": M,
+                     "name": workload.name},
+        "clock": {"anchor": table.anchor, "f0_hz": table.f0_hz, "delay_factor": table.delay_factor,
+                  "nominal_freq_hz": acc.nominal_freq_hz or None},
+        "compute_bound_share": {"layer": share(pd.DataFrame(lat)), "fold": share(tile_lat) if tile_lat is not None else None,
+                                "level": nom},
+        "fold_tile": list(acc.fold_tile()) if isinstance(acc, SystolicArray) else None,
         "tile": list(tile), "tile_axes": ["out_features", "in_features"], "normaliser": normaliser, "v0": v0,
         "error_model": error_model, "error_units": units, "error_models": models,
         "normalisers": {m: float(sum(r[f"tr_WHW_{m}"] for r in rows_l)) for m in models},
@@ -252,7 +281,8 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     save_costs(out, meta, pd.DataFrame(rows_l), pd.DataFrame(rows_t), errors, pd.DataFrame(lat),
                [{"name": b.name, "codes": list(b.codes), "delay_ps": b.delay_ps, "energy_fj": b.energy_fj, "family": b.family}
                 for b in books], levels["levels"], levels["compat"], codebooks_meta={"source": str(cb_path)},
-               extra_tables={f"errors_{m}": tables[m] for m in models} if len(models) > 1 else None, extra_files=extra_files)
+               extra_tables=({f"errors_{m}": tables[m] for m in models} if len(models) > 1 else {})
+               | ({"tile_latency": tile_lat} if tile_lat is not None else {}) or None, extra_files=extra_files)
     for n in notes:
         warnings.warn(DampingWarning(n), stacklevel=2)
     return out
@@ -273,6 +303,8 @@ def with_error_model(src: str | Path, dst: str | Path, model: str) -> Path:
         raise UserError(f"{dst} exists; remove it or pick another folder")
     tables = {f"errors_{m}": read_parquet(src / f"errors_{m}.parquet", f"{m} error table")
               for m in have if (src / f"errors_{m}.parquet").is_file()}
+    if c.tile_latency is not None:
+        tables["tile_latency"] = c.tile_latency
     errors = tables.get(f"errors_{model}", c.errors)
     layers = c.layers.assign(tr_WHW=c.layers[f"tr_WHW_{model}"]) if f"tr_WHW_{model}" in c.layers else c.layers
     units = meta.get("error_units") if model == meta.get("error_model") else (

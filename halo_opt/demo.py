@@ -33,7 +33,7 @@ class DemoConfig:
     heldout: int = 32
     accelerator: str = "tpu_like"
     tile: int | None = 64
-    solvers: tuple[str, ...] = ("cpsat", "lagrange", "greedy", "halo")
+    solvers: tuple[str, ...] = ("cpsat", "lagrange", "greedy", "halo_layer")
     pareto_points: int = 8
     time_limit: float = 10.0
     seed: int = 0

@@ -51,6 +51,7 @@ class Predicted(_Model):
     energy_j: float | None = None
     error: float | None = None  # budget units (Σ e_gc)
     error_rel: float | None = None  # error / normaliser
+    switches: int | None = None  # level changes per pass
 
 
 class Level(_Model):
@@ -61,7 +62,8 @@ class Level(_Model):
 class Domain(_Model):
     domain: str
     layers: list[str]
-    level: str
+    level: str  # the level the domain runs (fold granularity: the one it begins with)
+    runs: list[str] | None = None  # fold granularity: the levels its folds run, in order (one run each)
 
 
 class PlanFile(_Model):
@@ -75,6 +77,8 @@ class PlanFile(_Model):
     codebooks: dict[str, list[int]]
     domains: list[Domain]
     tile_codebook: list[str]  # codebook per tile, in tiles.parquet order
+    tile_level: list[str] | None = None  # fold granularity: level per tile (None: its domain's)
+    granularity: str = "layer"  # "fold": tile_level holds each tile's level
 
     @model_validator(mode="after")
     def _names(self) -> "PlanFile":
@@ -82,8 +86,13 @@ class PlanFile(_Model):
         if unknown:
             raise ValueError(f"tile_codebook uses codebooks {sorted(unknown)[:3]} absent from 'codebooks'")
         bad = [d.level for d in self.domains if d.level not in self.levels]
+        bad += [v for d in self.domains for v in (d.runs or []) if v not in self.levels]
+        bad += [v for v in (self.tile_level or []) if v not in self.levels]
         if bad:
-            raise ValueError(f"domains use levels {sorted(set(bad))[:3]} absent from 'levels'")
+            raise ValueError(f"domains or tiles use levels {sorted(set(bad))[:3]} absent from 'levels'")
+        if (self.granularity == "fold") != (self.tile_level is not None) or (
+                self.tile_level is not None and len(self.tile_level) != len(self.tile_codebook)):
+            raise ValueError("granularity 'fold' needs tile_level, one level per tile (and only then)")
         return self
 
     def to_dict(self) -> dict:

@@ -167,7 +167,12 @@ def test_build_costs_end_to_end_against_stored_inputs(tmp_path):
     assert meta["tile"] == [4, 4] and meta["v0"] == 1.0 and set(meta["switch"]) == {"time_s", "energy_j"}
     # levels: compat null exactly where the DVFS table says the codebook misses timing
     levels = json.loads((out / "levels.json").read_text())
-    table = load_dvfs("tpu_like", next(b for b in books if b.name == "full").delay_ps, load_voltage_law("generic"))
+    from halo_opt.accelerators import load_accelerator
+
+    acc = load_accelerator("tpu_like")  # anchor = "nominal": the nominal level runs at the part's clock
+    table = load_dvfs("tpu_like", next(b for b in books if b.name == "full").delay_ps, load_voltage_law("generic"), acc.anchor_hz)
+    assert acc.anchor == "nominal" and next(l for l in levels["levels"] if l["name"] == "nominal")["freq_hz"] == pytest.approx(700e6)
+    assert meta["clock"]["anchor"] == "nominal" and 0 <= meta["compute_bound_share"]["layer"] <= 1
     for b in books:
         for lv in table.levels:
             s = table.slack_ps(b.delay_ps, lv)

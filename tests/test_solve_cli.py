@@ -145,3 +145,49 @@ def test_energy_cap_sweep(costs, tmp_path):
     from halo_opt.report import render
 
     assert render(tmp_path / "f") == [tmp_path / "f" / "pareto.png"] and (tmp_path / "f" / "pareto.png").stat().st_size > 1000
+
+
+def test_fold_granularity_plan(tmp_path, costs, capsys):
+    """granularity = "fold": a level per tile from tile_latency.parquet; the plan file records each
+    tile's level and each layer's run order; every exact solver agrees; at one level per layer
+    the fold problem prices a plan as the sum of its folds."""
+    from halo_opt.execute.inputs import check_plan, load_costs as exec_costs
+    from halo_opt.execute.validate import baseline_cost
+    from halo_opt.solve import solve_hinted
+
+    sc = load_scenario(formulations_dir() / "performance_fold.toml").with_overrides(budget=0.05)
+    p = build_problem(costs, sc)
+    tl = pd.read_parquet(costs / "tile_latency.parquet")
+    assert p.fold and p.L == pd.read_parquet(costs / "tiles.parquet")["layer"].nunique() and not p.lat.any()
+    full = Assignment.from_fold(p, np.eye(p.C, dtype=np.int64)[0][None, :, None] * np.eye(p.V, dtype=np.int64)[0][None, None, :] * p.count[:, None, None])
+    ev = evaluate(p, full)  # every tile on full at the nominal level
+    assert ev.latency == pytest.approx(tl[tl["level"] == "nominal"]["seconds"].sum(), rel=1e-12) and ev.switches == 0
+    assert baseline_cost(exec_costs(costs), "int8", "fold")["latency_s"] == pytest.approx(ev.latency, rel=1e-12)
+    rs = {s: solve_hinted(p, s, time_limit=20) for s in ("cpsat", "milp", "lagrange", "greedy", "halo_fold")}
+    assert rs["cpsat"].status == rs["milp"].status == "optimal"
+    assert rs["milp"].objective == pytest.approx(rs["cpsat"].objective, rel=1e-6)
+    for r in rs.values():
+        assert r.has_plan and r.objective >= rs["cpsat"].objective * (1 - 1e-9)
+    out = tmp_path / "fold.json"
+    code, so, se = _cli(["plan", "--scenario", str(formulations_dir() / "performance_fold.toml"), "--costs", str(costs),
+                         "--budget", "0.05", "--out", str(out), "--time-limit", "20"], capsys)
+    assert code == 0, se
+    assert "fold granularity; workload synthetic-m256" in so
+    pl = read_plan(out, costs)
+    assert pl["granularity"] == "fold" and len(pl["tile_level"]) == p.n_tiles
+    for d in pl["domains"]:
+        assert d["runs"] and d["runs"][0] == d["level"]
+    check_plan(pl, exec_costs(costs))
+    code, _, se = _cli(["plan", "--scenario", str(formulations_dir() / "performance_fold.toml"), "--costs", str(costs),
+                        "--solver", "relax", "--out", str(tmp_path / "x.json")], capsys)
+    assert code == 2 and "does not support granularity" in se and not (tmp_path / "x.json").exists()
+
+
+def test_fold_granularity_needs_fold_latencies(tmp_path, costs):
+    import shutil
+
+    d = tmp_path / "c"
+    shutil.copytree(costs, d)
+    (d / "tile_latency.parquet").unlink()
+    with pytest.raises(UserError, match="needs per-fold latencies"):
+        build_problem(d, Scenario(budget=0.01, granularity="fold"))

@@ -32,9 +32,10 @@ def costs_cmd(
     out: Path = typer.Option(..., "--out", help="cost-table folder to write"),
     accelerator: str = typer.Option("tpu_like", "--accelerator", help="tpu_like, gpu_like or a .toml path"),
     tile: Optional[str] = typer.Option(None, "--tile", help="tile size, e.g. 128 or 128x64 (default: the accelerator's)"),
-    workload: str = typer.Option("prefill", "--workload", help="prefill or decode"),
-    batch: int = typer.Option(1, "--batch", help="sequences per pass"),
-    seq_len: int = typer.Option(128, "--seq-len", help="prompt length (prefill)"),
+    workload: str = typer.Option("prefill", "--workload", help="prefill, decode, or a named workload: prefill-b1 (batch-1 prefill), "
+                                 "prefill-b64 (compute-bound), decode-b1"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="sequences per pass (default 1, or the named workload's)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="prompt length (prefill; default 128)"),
     codebooks: Optional[Path] = typer.Option(None, "--codebooks", help="codebooks.json (default: PROFILE/codebooks.json)"),
     damp: float = typer.Option(0.01, "--damp", help="relative damping of H (λ = damp·mean diag H); 0 = exact H"),
     voltage_law: Optional[str] = typer.Option(None, "--voltage-law", help="alpha-power law name (default: the accelerator's, matched to the profile's v0)"),
@@ -49,13 +50,13 @@ def costs_cmd(
 
     Example: halo-opt costs --calib runs/calib --profile runs/mac --accelerator tpu_like --tile 64 --out runs/costs
     """
-    from ..accelerators import Workload
+    from ..accelerators import workload as named_workload
     from ..calibration.hessian import DampingWarning
     from ..costs import build_costs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DampingWarning)
-        build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, Workload(workload, batch, seq_len),
+        build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, named_workload(workload, batch, seq_len),
                     codebooks, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
                     progress=progress, error_model=error_model)
     for w in caught:
@@ -67,5 +68,10 @@ def costs_cmd(
 
     c = load_costs(out)
     b = baseline_cost(c, "int8")
+    share = c.meta.get("compute_bound_share") or {}
+    fold = f", per fold {share['fold']:.2f} (fold granularity available)" if share.get("fold") is not None else ""
+    clk = c.meta.get("clock") or {}
     typer.echo(f"cost tables: {len(c.tiles)} tiles in {len(c.layers)} layers × {len(c.codebooks)} codebooks × {len(c.levels)} DVFS levels; "
-               f"baseline (full grid at level {b['level']}): latency {us(b['latency_s'])}, energy {uj(b['energy_j'])} per pass -> {out}")
+               f"baseline (full grid at level {b['level']}, {clk.get('f0_hz', 0) / 1e6:.0f} MHz, clock anchor {clk.get('anchor')}): "
+               f"latency {us(b['latency_s'])}, energy {uj(b['energy_j'])} per pass; workload {c.meta['workload'].get('name')}, "
+               f"compute-bound share of the latency per layer {share.get('layer', float('nan')):.2f}{fold} -> {out}")

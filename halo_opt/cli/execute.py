@@ -54,7 +54,7 @@ def _summary(rep: dict, ctx) -> tuple[str, dict]:
     from ..report.style import versus
 
     plan = rep["methods"][f"plan-{rep['method']}"]
-    base = baseline_cost(ctx.costs, "int8")
+    base = baseline_cost(ctx.costs, "int8", rep.get("cost", {}).get("granularity", "layer"))
     acc = ", ".join(f"{k} {v:.4f}" for k, v in plan["metrics"].items())
     line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)}; "
             f"Spearman ρ(predicted, measured layer error) {rep['validation']['spearman']:.3f}; "
@@ -63,6 +63,8 @@ def _summary(rep: dict, ctx) -> tuple[str, dict]:
             "speedup": base["latency_s"] / plan["latency_s"] if plan.get("latency_s") else None,
             "energy_saving": 1 - plan["energy_j"] / base["energy_j"] if plan.get("energy_j") is not None else None,
             "baseline": base, "baselines": {k: v for k, v in rep["methods"].items() if not k.startswith("plan-")},
+            "workload": ctx.costs.meta.get("workload"), "compute_bound_share": ctx.costs.meta.get("compute_bound_share"),
+            "granularity": rep.get("cost", {}).get("granularity", "layer"),
             "spearman": rep["validation"]["spearman"], "timing_misses": rep["timing"]["miss_timing"], "tiles": rep["timing"]["tiles"]}
     return line, data
 

@@ -10,15 +10,17 @@ import typer
 from ..errors import UserError
 from . import app, emit
 
-SCENARIO_HELP = "scenario: a shipped name (performance, energy, balanced, baseline_int8, baseline_int4) or a TOML path"
+SCENARIO_HELP = "scenario: a shipped name (performance, performance_fold, energy, balanced, baseline_int8, baseline_int4) or a TOML path"
 
 
-def _baseline(costs: Path) -> dict:
+def _baseline(costs: Path, granularity: str = "layer") -> dict:
     """The full-grid (INT8 on an 8-bit MAC) baseline's predicted latency and energy (the one pricing, ``execute.validate.baseline_cost``)."""
     from ..execute.inputs import load_costs
     from ..execute.validate import baseline_cost
 
-    return baseline_cost(load_costs(costs), "int8")
+    c = load_costs(costs)
+    return baseline_cost(c, "int8", granularity) | {"workload": (c.meta.get("workload") or {}).get("name"),
+                                                   "compute_bound_share": (c.meta.get("compute_bound_share") or {}).get(granularity)}
 
 
 def _load(scenario: Path, costs: Path, budget: Optional[float]):
@@ -36,7 +38,7 @@ def _load(scenario: Path, costs: Path, budget: Optional[float]):
 def plan(
     scenario: Path = typer.Option(..., "--scenario", help=SCENARIO_HELP),
     costs: Path = typer.Option(..., "--costs", help="cost-table folder from `halo-opt costs`"),
-    solver: str = typer.Option("cpsat", "--solver", help="cpsat | milp | relax | lagrange | greedy | halo"),
+    solver: str = typer.Option("cpsat", "--solver", help="cpsat | milp | relax | lagrange | greedy | halo_layer | halo_fold (halo = halo_layer)"),
     out: Path = typer.Option(Path("plan.json"), "--out", help="plan file to write"),
     budget: Optional[float] = typer.Option(None, "--budget", help="relative error budget ε (overrides the scenario)"),
     time_limit: float = typer.Option(60.0, "--time-limit", help="solver time limit, s (cpsat: deterministic units ≈ s of one core)"),
@@ -61,14 +63,18 @@ def plan(
     from ..report.style import versus
     from ..solve.problem import evaluate
 
-    ev, base = evaluate(p, r.assignment), _baseline(costs)
+    gran = "fold" if p.fold else "layer"
+    ev, base = evaluate(p, r.assignment), _baseline(costs, gran)
+    cbs = base["compute_bound_share"]
+    where = f"workload {base['workload'] or '?'}, compute-bound share {cbs:.2f}" if cbs is not None else f"workload {base['workload'] or '?'}"
     unit = {"latency": " s", "energy": " J"}.get(sc.objective, " (× baseline, summed)")
     notes = "".join(f", {k} {r.info[k]}" for k in ("incumbent", "bound_from") if k in r.info)
     data = {"solver": solver, "status": r.status, "objective": r.objective, "objective_kind": sc.objective, "bound": r.bound,
+            "granularity": gran, "workload": base["workload"], "compute_bound_share": cbs, "switches": ev.switches,
             "gap": r.gap, "wall_s": r.wall_s, "latency_s": ev.latency, "energy_j": ev.energy, "error_rel": p.relative(ev.error),
             "budget_rel": sc.budget, "speedup": base["latency_s"] / ev.latency, "energy_saving": 1 - ev.energy / base["energy_j"],
             "baseline": base, "plan": str(out)}
-    emit(f"{solver}: {r.status}, {versus(ev.latency, ev.energy, base)}; error used ε {p.relative(ev.error):.3g} of {sc.budget:.3g}; "
+    emit(f"{solver} ({gran} granularity; {where}): {r.status}, {versus(ev.latency, ev.energy, base)}; error used ε {p.relative(ev.error):.3g} of {sc.budget:.3g}; "
          f"objective {r.objective:.6g}{unit}, bound {r.bound:.6g}, gap {r.gap:.2e} "
          f"({r.wall_s:.2f} s, {p.n_tiles} tiles in {p.G} groups, {p.L} domains{notes}) -> {out}", data, as_json)
 
@@ -77,7 +83,7 @@ def plan(
 def pareto(
     scenario: Path = typer.Option(..., "--scenario", help=SCENARIO_HELP),
     costs: Path = typer.Option(..., "--costs", help="cost-table folder from `halo-opt costs`"),
-    solvers: str = typer.Option("cpsat,greedy,halo,lagrange", "--solvers", help="comma-separated solver names"),
+    solvers: str = typer.Option("cpsat,greedy,halo_layer,lagrange", "--solvers", help="comma-separated solver names"),
     points: int = typer.Option(12, "--points", help="number of budgets in the sweep"),
     out: Path = typer.Option(Path("pareto"), "--out", help="output folder (points.parquet, plans/, pareto.png)"),
     time_limit: float = typer.Option(30.0, "--time-limit", help="per-point solver time limit, s"),

@@ -36,6 +36,7 @@ class CostFolder:
     levels: dict[str, dict]  # name -> {"voltage_v", "freq_hz", "leak_power_w"}
     compat: dict[str, dict[str, float | None]]
     errors_local: pd.DataFrame | None = None  # the local table when ``errors`` is another error model's
+    tile_latency: pd.DataFrame | None = None  # tile × level seconds (fold granularity), when the folder has it
 
     @property
     def error_model(self) -> str:
@@ -63,7 +64,7 @@ def load_costs(path: str | Path) -> CostFolder:
     local = c.path / "errors_local.parquet"
     local = read_parquet(local, "local error table").sort_values("tile").reset_index(drop=True) if local.is_file() else None
     return CostFolder(c.path, c.meta, c.sha256, c.layers, c.tiles, c.errors, c.latency,
-                      {b["name"]: b for b in c.codebooks}, {v["name"]: v for v in c.levels}, c.compat, local)
+                      {b["name"]: b for b in c.codebooks}, {v["name"]: v for v in c.levels}, c.compat, local, c.tile_latency)
 
 
 def load_plan(path: str | Path) -> dict:
@@ -107,8 +108,11 @@ def check_plan(plan: dict, costs: CostFolder, layers: list[str] | None = None) -
     if layers is not None:
         absent = [l for l in dict.fromkeys(tile_layers) if l not in set(layers)]
         require(not absent, f"planned layer '{absent[0] if absent else ''}' is not a linear layer of the model; the plan is for another model, pass the right --model")
+    tl = plan.get("tile_level")
+    require(tl is None or len(tl) == len(tc), f"plan names {len(tl or [])} tile levels for {len(tc)} tiles; regenerate the plan")
     for g, (layer, cb) in enumerate(zip(tile_layers, tc)):
-        lvl = level_of[layer]
+        lvl = level_of[layer] if tl is None else tl[g]
+        require(lvl in costs.levels, f"plan tile {g} uses level '{lvl}' not in {costs.path / 'levels.json'}; re-plan")
         slack = costs.compat.get(cb, {}).get(lvl)
         require(slack is not None, f"plan tile {g} ({layer}) uses codebook '{cb}' that misses the timing of level '{lvl}'; the plan is invalid, re-plan")
     return level_of

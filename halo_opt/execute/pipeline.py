@@ -154,11 +154,13 @@ def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, b
                      "measured": meas[n][0], "tokens": meas[n][1]})
     hist = ex.histograms()
     table, source = code_table(ctx.profile, c)
-    t = timing_check(c, plan["tile_codebook"], level_of, hist, table)
+    t = timing_check(c, plan["tile_codebook"], level_of, hist, table, plan.get("tile_level"))
     cost = realized_cost(c, plan, t, hist)
+    gran = plan.get("granularity", "layer")
+    cost["granularity"] = gran
     methods = {f"plan-{ex.method}": {"metrics": metrics, **cost["realized"]}}
     for name, m in (baselines or {}).items():  # float: not run on the integer MAC, no cost
-        methods[name] = {"metrics": m, **{k: v for k, v in baseline_cost(c, name.partition("-")[0]).items() if k.endswith(("_s", "_j"))}}
+        methods[name] = {"metrics": m, **{k: v for k, v in baseline_cost(c, name.partition("-")[0], gran).items() if k.endswith(("_s", "_j"))}}
     P = np.array([r["predicted"] for r in rows])
     M = np.array([r["measured"] for r in rows])
     return {

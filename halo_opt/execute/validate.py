@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import require
 from .inputs import CostFolder
 
 
@@ -104,7 +105,8 @@ def spearman(a: Iterable[float], b: Iterable[float]) -> float:
 
 
 def timing_check(costs: CostFolder, tile_codebook: list[str], level_of: dict[str, str],
-                 hist: dict[int, dict[int, int]], profile: pd.DataFrame | None = None) -> pd.DataFrame:
+                 hist: dict[int, dict[int, int]], profile: pd.DataFrame | None = None,
+                 tile_level: list[str] | None = None) -> pd.DataFrame:
     """One row per tile: planned codebook/level, codes used, ``in_codebook``, ``meets_timing``,
     ``delay_planned_ps`` (codebook), ``delay_realized_ps`` (max per-code delay of the codes used,
     from ``profile`` [code, delay_ps, energy_fj]; else the tightest cost-folder codebook holding them),
@@ -119,7 +121,7 @@ def timing_check(costs: CostFolder, tile_codebook: list[str], level_of: dict[str
     for g, (layer, cb) in enumerate(zip(costs.tiles["layer"], tile_codebook)):
         h = hist[g]
         used = set(h)
-        lvl = level_of[layer]
+        lvl = level_of[layer] if tile_level is None else tile_level[g]
         inside = used <= sets[cb]
         if d_code is not None:
             d_real = max(d_code[q] for q in used)
@@ -145,6 +147,8 @@ def realized_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, hist: dict
     energy from the realised per-MAC energies, leakage ``P_leak(v) · latency``.
     """
     v0 = float(costs.meta.get("v0", 1.0))
+    if plan.get("tile_level") is not None:
+        return _fold_cost(costs, plan, tiles, v0)
     lat = {(r.layer, r.level): float(r.seconds) for r in costs.latency.itertuples()}
     sets = {k: set(v["codes"]) for k, v in costs.codebooks.items()}
     out = {"planned": {"latency_s": 0.0, "energy_j": 0.0}, "realized": {"latency_s": 0.0, "energy_j": 0.0}, "domains": []}
@@ -164,6 +168,26 @@ def realized_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, hist: dict
             out[key]["latency_s"] += s
             out[key]["energy_j"] += dyn + float(L.get("leak_power_w", 0.0)) * s
         out["domains"].append({"domain": d["domain"], "planned_level": d["level"], "realized_level": real})
+    return out
+
+
+def _fold_cost(costs: CostFolder, plan: dict, tiles: pd.DataFrame, v0: float) -> dict:
+    """Fold plans: every tile at its planned level from ``tile_latency.parquet`` (folds are not
+    re-levelled), plus the plan's level switches; dynamic energy from the realised per-MAC energies."""
+    require(costs.tile_latency is not None, f"plan has a level per tile but {costs.path} has no tile_latency.parquet; re-plan with these costs")
+    sec = {(int(r.tile), r.level): float(r.seconds) for r in costs.tile_latency.itertuples()}
+    sw = costs.meta.get("switch") or {}
+    n_sw = int((plan.get("predicted") or {}).get("switches") or 0)
+    out = {"granularity": "fold", "switches": n_sw, "domains": [{"domain": d["domain"], "planned_runs": d.get("runs")} for d in plan["domains"]]}
+    for key, col in (("planned", "energy_planned_fj"), ("realized", "energy_realized_fj")):
+        lat = en = 0.0
+        for r in tiles.itertuples():
+            lvl = plan["tile_level"][int(r.tile)]
+            L = costs.levels[lvl]
+            s = sec[(int(r.tile), lvl)]
+            lat += s
+            en += float(r.macs) * float(getattr(r, col)) * 1e-15 * (float(L["voltage_v"]) / v0) ** 2 + float(L.get("leak_power_w", 0.0)) * s
+        out[key] = {"latency_s": lat + n_sw * float(sw.get("time_s", 0.0)), "energy_j": en + n_sw * float(sw.get("energy_j", 0.0))}
     return out
 
 
@@ -188,7 +212,7 @@ def baseline_codebook(costs: CostFolder, bits: str) -> str | None:
     return None
 
 
-def baseline_cost(costs: CostFolder, bits: str = "int8") -> dict:
+def baseline_cost(costs: CostFolder, bits: str = "int8", granularity: str = "layer") -> dict:
     """Predicted latency (s) and energy (J) per workload pass of the hardware-agnostic baseline
     ``bits`` (``int8``/``int4``): every tile on :func:`baseline_codebook` at :func:`nominal_level`,
     priced exactly as the planner prices a plan (``solve.problem.evaluate``). The one pricing of
@@ -200,7 +224,10 @@ def baseline_cost(costs: CostFolder, bits: str = "int8") -> dict:
     lvl = nominal_level(costs)
     L = costs.levels[lvl]
     v0 = float(costs.meta.get("v0", 1.0))
-    sec = costs.latency[costs.latency["level"] == lvl]["seconds"].astype(float).sum()
+    if granularity == "fold" and costs.tile_latency is not None:  # the same plan priced fold by fold
+        sec = costs.tile_latency[costs.tile_latency["level"] == lvl]["seconds"].astype(float).sum()
+    else:
+        sec = costs.latency[costs.latency["level"] == lvl]["seconds"].astype(float).sum()
     dyn = float(costs.tiles["macs"].astype(float).sum()) * float(costs.codebooks[cb]["energy_fj"]) * 1e-15
     energy = dyn * (float(L["voltage_v"]) / v0) ** 2 + float(L.get("leak_power_w", 0.0)) * sec
     return {"latency_s": float(sec), "energy_j": float(energy), "codebook": cb, "level": lvl}

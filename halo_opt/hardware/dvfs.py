@@ -13,8 +13,14 @@ nominal delay ``d_c`` iff ``d_c(V_v) · (1 + margin) ≤ 1/f_v``; the slack is
 ``1/f_v − d_c(V_v)·(1+margin)`` (ps, negative = misses timing).
 
 DVFS tables (``data/dvfs/*.toml``) give levels relative to the nominal point: ``V = voltage_rel·V0``
-and ``f = freq_rel·f0`` with ``f0 = 1/(d_full(V0)·(1+margin))``, the clock at which the full
-code grid just meets timing at V0. Absolute clocks therefore follow the measured MAC.
+and ``f = freq_rel·f0``. The clock anchor (the accelerator config's ``anchor``) sets ``f0``:
+
+- ``characterised``: ``f0 = 1/(d_full(V0)·(1+margin))``, the clock at which the characterised
+  full code grid just meets timing at V0; absolute clocks follow the measured MAC (its library's
+  gate speed), so the memory bandwidth must be the one of that node;
+- ``nominal``: ``f0`` = the part's nominal clock; every code's delay is scaled by
+  ``delay_factor = 1/(f0·(1+margin)·d_full)``, so the per-code delays keep their ratios to the
+  full grid's and the full grid meets timing exactly at ``f0``.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class DvfsTable:
     switch_time_s: float
     switch_energy_j: float
     law: AlphaPowerLaw
+    delay_factor: float = 1.0  # characterised ps → timed ps (1 unless anchored at a nominal clock)
+    f0_hz: float = 0.0  # the nominal clock the levels are relative to
+    anchor: str = "characterised"
 
     def level(self, name: str) -> DvfsLevel:
         for lv in self.levels:
@@ -93,7 +102,8 @@ class DvfsTable:
 
     def slack_ps(self, delay_ps_v0: float, level: DvfsLevel) -> float:
         """Timing slack (ps) of a path of nominal delay ``delay_ps_v0`` at ``level``; < 0 misses."""
-        return level.period_ps - delay_ps_v0 * self.law.delay_scale(level.voltage_v) * (1 + self.margin)
+        s = level.period_ps - delay_ps_v0 * self.delay_factor * self.law.delay_scale(level.voltage_v) * (1 + self.margin)
+        return 0.0 if abs(s) <= 1e-9 * level.period_ps else s  # exactly at the boundary (float rounding): meets
 
     def meets(self, delay_ps_v0: float, level: DvfsLevel) -> bool:
         return self.slack_ps(delay_ps_v0, level) >= 0.0
@@ -132,18 +142,22 @@ def voltage_law_for(v0: float, preferred: str = "generic", path: str | Path | No
     return load_voltage_law(match[0], path)
 
 
-def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw) -> DvfsTable:
-    """Load a DVFS table (``data/dvfs/<name>.toml`` or a path) anchored at the MAC's full-grid delay.
+def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw, anchor_hz: float | None = None) -> DvfsTable:
+    """Load a DVFS table (``data/dvfs/<name>.toml`` or a path).
 
-    ``full_delay_ps`` is the nominal-voltage delay of the full code grid (ps); it sets
-    ``f0 = 1/(full_delay_ps·(1+margin))``.
+    ``full_delay_ps`` is the nominal-voltage delay of the full code grid (ps). Without
+    ``anchor_hz`` (anchor ``characterised``) it sets ``f0 = 1/(full_delay_ps·(1+margin))``; with it
+    (anchor ``nominal``) ``f0 = anchor_hz`` and delays are scaled so the full grid meets ``f0`` exactly.
     """
     p = data_file(name_or_path, "dvfs", "DVFS table")
     raw = read_toml(p, "DVFS table")
     if not full_delay_ps > 0:
         raise UserError(f"full-grid delay must be positive, got {full_delay_ps} ps")
     margin = float(raw.get("margin", 0.05))
-    f0 = 1e12 / (full_delay_ps * (1 + margin))
+    f0 = 1e12 / (full_delay_ps * (1 + margin)) if anchor_hz is None else float(anchor_hz)
+    if not f0 > 0:
+        raise UserError(f"clock anchor must be a positive frequency, got {anchor_hz} Hz")
+    factor = 1.0 if anchor_hz is None else 1e12 / (f0 * (1 + margin) * full_delay_ps)
     levels = []
     for i, lv in enumerate(raw.get("levels", [])):
         try:
@@ -156,4 +170,4 @@ def load_dvfs(name_or_path: str | Path, full_delay_ps: float, law: AlphaPowerLaw
     if len(set(names)) != len(names):
         raise UserError(f"DVFS table {p} repeats a level name; names must be unique")
     return DvfsTable(p.stem, tuple(levels), margin, float(raw.get("switch_time_s", 0.0)),
-                     float(raw.get("switch_energy_j", 0.0)), law)
+                     float(raw.get("switch_energy_j", 0.0)), law, factor, f0, "characterised" if anchor_hz is None else "nominal")

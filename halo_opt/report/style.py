@@ -9,7 +9,8 @@ from ..artifacts import atomic_path
 
 #: marker, size and fill per solver: overlapping fronts stay visible (large hollow under small filled)
 SOLVER_STYLE = {"cpsat": ("o", 9, "none"), "lagrange": ("s", 5, None), "milp": ("D", 6, "none"),
-                "greedy": ("^", 5, None), "halo": ("x", 6, None), "relax": ("+", 7, None)}
+                "greedy": ("^", 5, None), "halo": ("x", 6, None), "halo_layer": ("x", 6, None),
+                "halo_fold": ("X", 8, None), "relax": ("+", 7, None)}
 
 
 #: what a relative budget ε divides by, per error model (formulations/formulation.md): (short, in words)

@@ -14,14 +14,17 @@ from ..errors import UserError
 from .problem import Assignment, Evaluation, Problem, aggregate, evaluate
 from .result import Result
 
-SOLVER_NAMES = ("cpsat", "milp", "relax", "lagrange", "greedy", "halo", "brute")
+SOLVER_NAMES = ("cpsat", "milp", "relax", "lagrange", "greedy", "halo_layer", "halo_fold", "halo", "brute")
+#: module of each solver name; ``halo`` is the old name of ``halo_layer`` (whole layers between
+#: the full grid and the fastest codebook), ``halo_fold`` HALO's own per-fold mechanism
+MODULES = {"halo_layer": "halo", "halo": "halo"}
 
 
 def get_solver(name: str):
     """The ``solve`` function of solver ``name``; UserError listing the valid names otherwise."""
     if name not in SOLVER_NAMES:
         raise UserError(f"unknown solver {name!r}; choose one of {', '.join(SOLVER_NAMES)}")
-    return import_module(f"{__name__}.{name}").solve
+    return import_module(f"{__name__}.{MODULES.get(name, name)}").solve
 
 
 def build_problem(costs_dir, scenario) -> Problem:

@@ -5,6 +5,10 @@ not match keep their own domain) or one for the model; tie groups merge the doma
 layers whose names give the same first capture group of a tie regex. A merged domain sits
 at the position of its first layer (switch counting follows that order) and its latency is
 the sum of its layers'. Tile energy at v0: ``macs_g · energy_fj[c] · 1e-15`` J.
+
+Granularity ``fold``: every tile takes its own level (domains = layers in execution order, tie
+groups and blocks do not apply); tile latencies come from ``tile_latency.parquet``, which
+``halo-opt costs`` writes when the tile is the systolic array's fold.
 """
 
 from __future__ import annotations
@@ -126,6 +130,29 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         wl = sc.weights.get("latency", 1.0) / max(lat_base, 1e-300)
         we = sc.weights.get("energy", 1.0) / max(en_base, 1e-300)
 
+    tile_lat_all = None
+    if sc.granularity == "fold":
+        fold_tile = meta.get("fold_tile")
+        if cd.tile_latency is None:
+            want = f" --tile {fold_tile[0]}x{fold_tile[1]}" if fold_tile else ""
+            raise UserError(f"granularity = \"fold\" needs per-fold latencies (tile_latency.parquet), which {cd.path} lacks: "
+                            f"rerun `halo-opt costs`{want} on a systolic accelerator, with the tile = one fold of the array")
+        tl = cd.tile_latency
+        tlm = np.full((T, len(lv_names)), np.nan)
+        tv = tl["level"].astype(str).map({n: i for i, n in enumerate(lv_names)})
+        if tv.isna().any() or (tl["tile"] < 0).any() or (tl["tile"] >= T).any():
+            raise UserError("tile_latency.parquet names unknown tiles or levels; regenerate the costs")
+        tlm[tl["tile"].to_numpy(int), tv.to_numpy(int)] = tl["seconds"].to_numpy(float)
+        if np.isnan(tlm).any():
+            raise UserError("tile_latency.parquet lacks some (tile, level) rows; regenerate the costs")
+        tile_lat_all = tlm
+        sc = sc.with_overrides(granularity="layer", tie_groups=[])  # a domain per layer; tiles then pick levels
+        lat_base = float(tlm[:, vn].sum())
+        en_base = float(en_all[:, full].sum() * (volt[vn] / v0) ** 2 + leak_all[vn] * lat_base)
+        if sc.objective == "weighted":
+            wl = sc.weights.get("latency", 1.0) / max(lat_base, 1e-300)
+            we = sc.weights.get("energy", 1.0) / max(en_base, 1e-300)
+
     # domains
     root = _domains(layer_names, sc)
     roots = sorted(set(root))  # root = first layer index of the domain → execution order
@@ -148,7 +175,16 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
             for i, n in enumerate(layer_names):
                 if rx.search(n):
                     layer_budget[i] = min(layer_budget[i], float(eps) * tr[i])
-    tile_group, count, gd, gl, ge, gE = aggregate(layer_dom[tile_layer], tile_layer, err, en)
+    if tile_lat_all is not None:  # tiles group only with identical latency rows too
+        tl_keep = tile_lat_all[:, keep_v]
+        tile_group, count, gd, gl, _, _ = aggregate(layer_dom[tile_layer], tile_layer, np.hstack([err, tl_keep]), en)
+        first = np.zeros(len(count), np.int64)
+        first[tile_group[::-1]] = np.arange(T)[::-1]
+        ge, gE, g_tl = err[first], en[first], tl_keep[first]
+        lat = np.zeros_like(lat)
+    else:
+        tile_group, count, gd, gl, ge, gE = aggregate(layer_dom[tile_layer], tile_layer, err, en)
+        g_tl = None
     sw = meta.get("switch") or {}
     return Problem(
         count=count, group_domain=gd, group_layer=gl, err=ge, energy_dyn=gE,
@@ -162,5 +198,5 @@ def build_problem(costs_dir: str | Path, scenario: Scenario) -> Problem:
         w_latency=wl, w_energy=we, layer_budget=layer_budget, tile_group=tile_group,
         freq_hz=np.array([x["freq_hz"] for x in lv_list], float)[keep_v],
         codebook_names=[cb_names[i] for i in keep_c], level_names=[lv_names[i] for i in keep_v],
-        domain_names=dom_names, layer_names=layer_names, domain_layers=dom_layers,
+        domain_names=dom_names, layer_names=layer_names, domain_layers=dom_layers, tile_lat=g_tl,
     ).with_budget(sc.budget)

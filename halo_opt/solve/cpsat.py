@@ -138,8 +138,10 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
     m = build(p)
     if m.dead_domain:
         return finish(p, "cpsat", None, math.inf, t0, status="infeasible")
+    if m.n == 0:  # a fold problem without tiles: the empty plan, objective 0
+        return finish(p, "cpsat", decode(p, m, np.zeros(0)), 0.0, t0)
     ub = m.ub.astype(np.int64)
-    units = float(p.count.sum()) + 2 * p.L + p.V
+    units = m.units
     info: dict = {"n_vars": m.n, "n_rows": m.A.shape[0], "rounds": 0}
     best, best_obj, bound, mode = None, math.inf, -math.inf, "outer"
     if hint is not None and evaluate(p, hint).feasible:

@@ -147,6 +147,10 @@ def greedy_levels(p: Problem, deadline: float = np.inf) -> tuple[np.ndarray | No
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
     t0 = time.perf_counter()
     p = problem
+    if p.fold:
+        from .fold import greedy as fold_greedy
+
+        return fold_greedy(p, time_limit)
     refuse_layer_budgets(p, "greedy")
     lv, steps = greedy_levels(p, t0 + time_limit)
     if lv is None:

@@ -28,15 +28,27 @@ def _per_level_min(p: Problem, tile_val: np.ndarray) -> np.ndarray:
 
 
 def min_error(p: Problem) -> float:
+    if p.fold:
+        from .fold import min_error as f
+
+        return f(p)
     return best_levels(_per_level_min(p, p.err), 0.0, p.max_levels, p.max_switches)[0]
 
 
 def min_latency(p: Problem) -> float:
+    if p.fold:
+        from .fold import min_latency as f
+
+        return f(p)
     cost = np.where(np.isfinite(_per_level_min(p, p.err)), p.lat, np.inf)
     return best_levels(cost, p.switch_time_s, p.max_levels, p.max_switches)[0]
 
 
 def min_energy(p: Problem) -> float:
+    if p.fold:
+        from .fold import min_energy as f
+
+        return f(p)
     cost = _per_level_min(p, p.energy_dyn) * p.sigma[None, :] + p.leak_w[None, :] * p.lat
     return best_levels(cost, p.switch_energy_j, p.max_levels, p.max_switches)[0]
 
@@ -44,6 +56,10 @@ def min_energy(p: Problem) -> float:
 def min_layer_error(p: Problem) -> np.ndarray:
     """[NL] least error of each layer alone: min over the levels its domain can run at."""
     nl = len(p.layer_budget) if p.layer_budget is not None else int(p.group_layer.max(initial=0)) + 1
+    if p.fold:
+        from .fold import layer_min_error
+
+        return layer_min_error(p, nl)
     gm = np.where(p.compat.T[None, :, :], p.err[:, None, :], np.inf).min(2) if p.G else np.zeros((0, p.V))  # [G, V]
     usable = np.isfinite(_per_level_min(p, p.err))  # [L, V]
     dom_of_layer = np.full(nl, -1)
@@ -56,7 +72,10 @@ def min_layer_error(p: Problem) -> np.ndarray:
 
 def diagnose(p: Problem) -> str | None:
     """A one-line explanation with the fix, or None if no single constraint is infeasible alone."""
-    dead = ~np.isfinite(_per_level_min(p, p.err)).any(1)
+    if p.fold and p.G and not p.compat.any():  # every tile has the same (codebook, level) pairs
+        return (f"layer {p.domain_names[int(p.group_domain[0])]} has tiles but no allowed (codebook, level) pair "
+                "meets timing; allow slower levels or more codebooks")
+    dead = ~np.isfinite(_per_level_min(p, p.err)).any(1) if not p.fold else np.zeros(p.L, bool)
     if dead.any():
         d = int(np.flatnonzero(dead)[0])
         return (f"domain {p.domain_names[d]} has tiles but no allowed level at which a codebook meets timing; "

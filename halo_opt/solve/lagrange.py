@@ -68,6 +68,10 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
           iters: int = 60, max_fills: int = 4) -> Result:
     t0 = time.perf_counter()
     p = problem
+    if p.fold:
+        from .fold import lagrange as fold_lagrange
+
+        return fold_lagrange(p, time_limit, hint, iters, max_fills)
     refuse_layer_budgets(p, "lagrange")
     Ew = p.w_energy * p.energy_dyn
     mask_v = [np.broadcast_to(p.compat[:, v], (p.G, p.C)) for v in range(p.V)]

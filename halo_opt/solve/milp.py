@@ -41,6 +41,8 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
     m = build(p)
     if m.dead_domain:
         return finish(p, "milp", None, math.inf, t0, status="infeasible")
+    if m.n == 0:  # a fold problem without tiles: the empty plan, objective 0
+        return finish(p, "milp", decode(p, m, np.zeros(0)), 0.0, t0)
     A0, lo0, hi0 = m.A.tocsr(), m.lo.copy(), m.hi.copy()
     caps = np.array([k in CAP_KINDS and h > 0 for k, h in zip(m.kind, hi0)], bool)
     d = np.where(caps, 1.0 / np.where(caps, hi0 * (1 + RTOL), 1.0), 1.0)

@@ -39,6 +39,8 @@ class LinearModel:
     fold_c: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [G, V] folded codebook or -1
     n_sum_bound: float = 0.0  # Σ over variables of their upper bound (for scaling-error bounds)
     dead_domain: bool = False  # some domain has no usable level: trivially infeasible
+    units: float = 0.0  # the most variable units a plan sets (CP-SAT's objective-rounding bound)
+    fold: dict = field(default_factory=dict)  # fold granularity: index arrays of b, w, e, s, u
 
     @property
     def n(self) -> int:
@@ -76,6 +78,8 @@ def model_size(p: Problem) -> int:
 
 
 def build(p: Problem) -> LinearModel:
+    if p.fold:
+        return build_fold(p)
     keep = kept_options(p)
     G, V, L = p.G, p.V, p.L
     n_opt = keep.sum(1)  # [G, V]
@@ -193,12 +197,128 @@ def build(p: Problem) -> LinearModel:
 
     A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nvar))
     return LinearModel(obj, ub, A, np.concatenate(lo).astype(float), np.concatenate(hi).astype(float), kind,
-                       n_y, y_idx, og, oc, ov, n_y, fold_c, float(ub.sum()), bool(dead.all(1).any()))
+                       n_y, y_idx, og, oc, ov, n_y, fold_c, float(ub.sum()), bool(dead.all(1).any()),
+                       float(p.count.sum()) + 2 * p.L + p.V)
+
+
+def build_fold(p: Problem) -> LinearModel:
+    """The fold-granularity MIP (formulations/formulation.md, "Fold granularity").
+
+    Variables: ``x[g,c,v]`` integer (tiles of group g on codebook c at level v, kept options only);
+    per non-empty layer l and level v it can run, ``b[l,v]`` (l begins with v) and ``w[l,v]`` (l
+    also runs v, not first) when K binds or switches cost or are limited; ``e[l,v]`` (l ends with
+    v) and ``s[j]`` (a switch at the j-th boundary between non-empty layers) when switches cost or
+    are limited; ``u[v]`` when K binds. Switches = Σ w + Σ s."""
+    keep = kept_options(p)
+    G, C, V, L = p.G, p.C, p.V, p.L
+    og, oc, ov = np.nonzero(keep)
+    n_x = len(og)
+    ne = np.unique(p.group_domain)  # non-empty layers in order
+    lv_ok = np.zeros((L, V), bool)  # layer l can run level v (some group there keeps an option at v)
+    lv_ok[p.group_domain[og], ov] = True
+    use_s = p.switch_time_s > 0 or p.switch_energy_j > 0 or p.max_switches is not None
+    use_u = p.max_levels is not None and p.max_levels < int(lv_ok.any(0).sum())
+    use_z = use_s or use_u
+    nv = n_x
+    b_idx = np.full((L, V), -1)
+    w_idx = np.full((L, V), -1)
+    e_idx = np.full((L, V), -1)
+    ll, vv = np.nonzero(lv_ok)
+    if use_z:
+        b_idx[ll, vv] = nv + np.arange(len(ll)); nv += len(ll)
+        w_idx[ll, vv] = nv + np.arange(len(ll)); nv += len(ll)
+    s_idx = np.zeros(0, np.int64)
+    if use_s:
+        e_idx[ll, vv] = nv + np.arange(len(ll)); nv += len(ll)
+        s_idx = nv + np.arange(max(len(ne) - 1, 0)); nv += len(s_idx)
+    u0 = nv
+    if use_u:
+        nv += V
+    lat_c, en_c, err_c = np.zeros(nv), np.zeros(nv), np.zeros(nv)
+    lat_c[:n_x] = p.tile_lat[og, ov]
+    en_c[:n_x] = p.energy_dyn[og, oc] * p.sigma[ov] + p.leak_w[ov] * p.tile_lat[og, ov]
+    err_c[:n_x] = p.err[og, oc]
+    swv = np.concatenate([w_idx[lv_ok], s_idx]).astype(np.int64) if use_s else np.zeros(0, np.int64)
+    lat_c[swv] = p.switch_time_s
+    en_c[swv] = p.switch_energy_j
+    obj = p.w_latency * lat_c + p.w_energy * en_c
+    ub = np.ones(nv)
+    ub[:n_x] = p.count[og]
+
+    R, Cc, Vv, lo, hi, kind = [], [], [], [], [], []
+
+    def row(cols, vals, lo_, hi_, k):
+        R.append(np.full(len(cols), len(lo), np.int64)); Cc.append(np.asarray(cols, np.int64)); Vv.append(np.asarray(vals, float))
+        lo.append(lo_); hi.append(hi_); kind.append(k)
+
+    x_of_g = [np.flatnonzero(og == g) for g in range(G)]
+    for g in range(G):  # Σ_{c,v} x[g,c,v] = count_g
+        row(x_of_g[g], np.ones(len(x_of_g[g])), float(p.count[g]), float(p.count[g]), "assign")
+    if use_z:
+        for g in range(G):  # Σ_c x[g,c,v] − count_g·(b + w)[l,v] ≤ 0
+            l = p.group_domain[g]
+            for v in np.unique(ov[x_of_g[g]]):
+                xs = x_of_g[g][ov[x_of_g[g]] == v]
+                row(np.r_[xs, b_idx[l, v], w_idx[l, v]], np.r_[np.ones(len(xs)), -p.count[g], -p.count[g]], -np.inf, 0.0, "assign")
+        for l in ne:
+            lvs = np.flatnonzero(lv_ok[l])
+            row(b_idx[l, lvs], np.ones(len(lvs)), 1.0, 1.0, "assign")  # one begin level
+            for v in lvs:
+                row([b_idx[l, v], w_idx[l, v]], [1.0, 1.0], -np.inf, 1.0, "assign")
+            if use_s:
+                row(e_idx[l, lvs], np.ones(len(lvs)), 1.0, 1.0, "assign")  # one end level
+                m = len(lvs) - 1
+                for v in lvs:
+                    row([e_idx[l, v], b_idx[l, v], w_idx[l, v]], [1.0, -1.0, -1.0], -np.inf, 0.0, "assign")
+                    if m:  # end = begin only if the layer runs one level: (m)(e − w)[l,v] + Σ_{u≠v} w[l,u] ≤ m
+                        oth = [w_idx[l, u] for u in lvs if u != v]
+                        row(np.r_[e_idx[l, v], w_idx[l, v], oth], np.r_[m, -m, np.ones(len(oth))], -np.inf, float(m), "switch")
+        if use_s:
+            for j in range(len(ne) - 1):  # s_j ≥ b[l,v] − e[prev,v]
+                pl, l = ne[j], ne[j + 1]
+                for v in np.flatnonzero(lv_ok[l]):
+                    cols, vals = [s_idx[j], b_idx[l, v]], [1.0, -1.0]
+                    if e_idx[pl, v] >= 0:
+                        cols.append(e_idx[pl, v]); vals.append(1.0)
+                    row(cols, vals, 0.0, np.inf, "switch")
+            if p.max_switches is not None:
+                row(swv, np.ones(len(swv)), -np.inf, float(p.max_switches), "max_switches")
+    if use_u:
+        for l, v in zip(ll, vv):
+            row([b_idx[l, v], w_idx[l, v], u0 + v], [1.0, 1.0, -1.0], -np.inf, 0.0, "K")
+        row(u0 + np.arange(V), np.ones(V), -np.inf, float(p.max_levels), "K")
+    xs = np.arange(n_x)
+    if math.isfinite(p.budget):
+        nz = xs[err_c[xs] != 0]
+        row(nz, err_c[nz], -np.inf, p.budget, "budget")
+    if p.layer_budget is not None:
+        for li, bgt in enumerate(p.layer_budget):
+            if math.isfinite(bgt):
+                nz = xs[(p.group_layer[og] == li) & (err_c[xs] != 0)]
+                if len(nz):
+                    row(nz, err_c[nz], -np.inf, bgt, "layer_budget")
+    allv = np.arange(u0)
+    if math.isfinite(p.energy_cap):
+        nz = allv[en_c[allv] != 0]
+        row(nz, en_c[nz], -np.inf, p.energy_cap, "energy")
+    if math.isfinite(p.latency_cap):
+        nz = allv[lat_c[allv] != 0]
+        row(nz, lat_c[nz], -np.inf, p.latency_cap, "latency")
+    cat = lambda xs_, dt: np.concatenate(xs_).astype(dt) if xs_ else np.zeros(0, dt)  # noqa: E731
+    A = sp.csr_matrix((cat(Vv, float), (cat(R, np.int64), cat(Cc, np.int64))), shape=(len(lo), nv))
+    dead = bool(G and (np.bincount(og, minlength=G) == 0).any())
+    return LinearModel(obj, ub, A, np.array(lo, float), np.array(hi, float), kind, 0, np.full((L, V), -1), og, oc, ov, 0,
+                       np.full((G, V), -1), float(ub.sum()), dead, float(ub.sum()),
+                       fold={"b": b_idx, "w": w_idx, "e": e_idx, "s": s_idx, "u0": u0 if use_u else -1, "ne": ne})
 
 
 def decode(p: Problem, m: LinearModel, x: np.ndarray) -> Assignment:
     """Integer solution vector → Assignment (levels from y, counts from n and folded options)."""
     x = np.rint(np.asarray(x, float)).astype(np.int64)
+    if p.fold:
+        fc = np.zeros((p.G, p.C, p.V), np.int64)
+        np.add.at(fc, (m.opt_g, m.opt_c, m.opt_v), x[:len(m.opt_g)])
+        return Assignment.from_fold(p, fc)
     yv = np.where(m.y_idx >= 0, x[np.maximum(m.y_idx, 0)], 0)  # [L, V]
     level = yv.argmax(1)
     counts = np.zeros((p.G, p.C), np.int64)
@@ -215,6 +335,30 @@ def decode(p: Problem, m: LinearModel, x: np.ndarray) -> Assignment:
 def encode(p: Problem, m: LinearModel, a: Assignment) -> np.ndarray:
     """Assignment → solution vector (for hints / warm starts); options missing from the model are dropped."""
     x = np.zeros(m.n)
+    if p.fold:
+        from .problem import fold_order, layer_levels_used
+
+        fc = a.fold_counts
+        x[:len(m.opt_g)] = fc[m.opt_g, m.opt_c, m.opt_v]
+        used = layer_levels_used(p, fc)
+        _, runs = fold_order(used)
+        F = m.fold
+        if (F["b"] >= 0).any():
+            for l, r in enumerate(runs):
+                if not r or F["b"][l, r[0]] < 0:
+                    continue
+                x[F["b"][l, r[0]]] = 1
+                for v in r[1:]:
+                    if F["w"][l, v] >= 0:
+                        x[F["w"][l, v]] = 1
+                if F["e"][l, r[-1]] >= 0:
+                    x[F["e"][l, r[-1]]] = 1
+            ne = [l for l in F["ne"] if runs[l]]
+            for j in range(min(len(F["s"]), len(ne) - 1)):
+                x[F["s"][j]] = runs[ne[j + 1]][0] != runs[ne[j]][-1]
+        if F["u0"] >= 0:
+            x[F["u0"] + np.flatnonzero(used.any(0))] = 1
+        return x
     yi = m.y_idx[np.arange(p.L), a.level]
     x[yi[yi >= 0]] = 1
     sel = a.level[p.group_domain[m.opt_g]] == m.opt_v

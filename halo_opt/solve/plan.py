@@ -22,6 +22,7 @@ def plan_file(problem: Problem, result: Result, scenario: dict, costs_dir: str |
     meta, cbs, lvf = load_costs_json(cd)
     lv = [x.model_dump() for x in lvf.levels]
     ev = evaluate(p, a)
+    runs = a.runs(p)
     names = np.array(p.codebook_names, dtype=object)
     return validate({
         "format_version": 2,
@@ -34,12 +35,14 @@ def plan_file(problem: Problem, result: Result, scenario: dict, costs_dir: str |
         "scenario": scenario,
         "solver": {"name": result.solver, "status": result.status, "objective": result.objective,
                    "bound": result.bound, "gap": result.gap},
-        "predicted": {"latency_s": ev.latency, "energy_j": ev.energy, "error": ev.error, "error_rel": p.relative(ev.error)},
+        "predicted": {"latency_s": ev.latency, "energy_j": ev.energy, "error": ev.error, "error_rel": p.relative(ev.error),
+                      "switches": ev.switches},
         "levels": {x["name"]: {"voltage_v": x["voltage_v"], "freq_hz": x["freq_hz"]} for x in lv if x["name"] in p.level_names},
         "codebooks": {c["name"]: list(c["codes"]) for c in cbs if c["name"] in p.codebook_names},
         "domains": [{"domain": p.domain_names[d], "layers": p.domain_layers[d], "level": p.level_names[a.level[d]]}
-                    for d in range(p.L)],
+                    | ({"runs": [p.level_names[v] for v in runs[d]]} if p.fold else {}) for d in range(p.L)],
         "tile_codebook": names[a.tile_codebook(p)].tolist(),
+        **({"granularity": "fold", "tile_level": np.array(p.level_names, dtype=object)[a.tile_level(p)].tolist()} if p.fold else {}),
     })
 
 

@@ -14,6 +14,18 @@ For domain ``l`` at level ``v`` (scale ``σ_v = (V_v/V0)²``):
 
 ``n_switch`` = number of ``l ≥ 1`` with ``v_l ≠ v_{l-1}``. Tile codebook ``c`` may run at
 level ``v`` only if ``compat[c, v]``.
+
+Fold granularity (``tile_lat`` given, [G, V] s per ONE tile of the group at level v): every tile
+(one fold of a weight-stationary array) takes its own level; domains are layers in execution
+order and ``lat`` must be 0. The assignment is ``fold_counts[g, c, v]``; with ``U_l`` the levels
+layer ``l`` uses, the folds of a layer run as one contiguous run per level in an order the
+planner picks, so ``n_switch = min over run orders of the level changes in the whole sequence``
+(:func:`fold_order`: ``|U_l| − 1`` inside each layer, plus one at a layer boundary where the
+level the previous layer ends on differs from the one this layer begins with; layers without
+tiles run nothing and are skipped)::
+
+    latency = Σ fold_counts[g,c,v]·tile_lat[g,v] + n_switch·switch_time_s
+    energy  = Σ fold_counts[g,c,v]·(energy_dyn[g,c]·σ_v + leak_w[v]·tile_lat[g,v]) + n_switch·switch_energy_j
 """
 
 from __future__ import annotations
@@ -65,6 +77,7 @@ class Problem:
     layer_budget: np.ndarray | None = None  # [NL] float64 absolute per-layer budgets (inf = none)
     tile_group: np.ndarray | None = None  # [T] int64 group of each original tile (None: identity)
     freq_hz: np.ndarray | None = None  # [V] Hz, informational
+    tile_lat: np.ndarray | None = None  # [G, V] s per ONE tile at level v: fold granularity (None: layer domains)
     codebook_names: list[str] = field(default_factory=list)
     level_names: list[str] = field(default_factory=list)
     domain_names: list[str] = field(default_factory=list)
@@ -91,6 +104,8 @@ class Problem:
             self.tile_group = np.asarray(self.tile_group, dtype=np.int64)
         if self.freq_hz is not None:
             self.freq_hz = np.asarray(self.freq_hz, dtype=np.float64)
+        if self.tile_lat is not None:
+            self.tile_lat = np.asarray(self.tile_lat, dtype=np.float64)
         self.codebook_names = list(self.codebook_names) or [f"c{i}" for i in range(C)]
         self.level_names = list(self.level_names) or [f"v{i}" for i in range(V)]
         self.domain_names = list(self.domain_names) or [f"d{i}" for i in range(L)]
@@ -106,6 +121,7 @@ class Problem:
     V = property(lambda self: self.lat.shape[1])
     n_tiles = property(lambda self: int(self.count.sum()))
     sigma = property(lambda self: (self.voltage / self.v0) ** 2)  # [V] dynamic-energy scale
+    fold = property(lambda self: self.tile_lat is not None)  # fold granularity: a level per tile
 
     def validate(self) -> None:
         """Shapes, signs and finiteness; raises UserError naming the bad field."""
@@ -130,6 +146,9 @@ class Problem:
             (len(self.codebook_names) == C and len(self.level_names) == V and len(self.domain_names) == L, "name lists must match C, V, L"),
             (self.tile_group is None or (len(self.tile_group) and self.tile_group.min() >= 0 and self.tile_group.max() < G and np.array_equal(np.bincount(self.tile_group, minlength=G), self.count)), "tile_group must map tiles to groups consistently with count"),
             (self.layer_budget is None or len(self.layer_budget) >= int(self.group_layer.max(initial=0)) + 1, "layer_budget must cover every layer"),
+            (self.tile_lat is None or (self.tile_lat.shape == (G, V) and np.isfinite(self.tile_lat).all() and (self.tile_lat >= 0).all()),
+             f"tile_lat must be [G, V] = [{G}, {V}], finite and >= 0"),
+            (self.tile_lat is None or not self.lat.any(), "a fold problem (tile_lat given) must have lat = 0: its latency is per tile"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -202,14 +221,48 @@ class Problem:
 
 @dataclass
 class Assignment:
-    """``counts[g, c]``: tiles of group g on codebook c; ``level[l]``: level index of domain l."""
+    """``counts[g, c]``: tiles of group g on codebook c; ``level[l]``: level index of domain l.
+    Fold problems: ``fold_counts[g, c, v]`` is the plan (``counts`` is its sum over levels and
+    ``level[l]`` the level layer ``l`` begins with in the best run order; 0 for an empty layer);
+    build it with :meth:`from_fold`."""
 
     counts: np.ndarray  # [G, C] int64
     level: np.ndarray  # [L] int64
+    fold_counts: np.ndarray | None = None  # [G, C, V] int64 (fold granularity)
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
         self.level = np.asarray(self.level, dtype=np.int64)
+        if self.fold_counts is not None:
+            self.fold_counts = np.asarray(self.fold_counts, dtype=np.int64)
+
+    @classmethod
+    def from_fold(cls, problem: "Problem", fold_counts: np.ndarray) -> "Assignment":
+        fc = np.asarray(fold_counts, dtype=np.int64)
+        _, runs = fold_order(layer_levels_used(problem, fc))
+        return cls(fc.sum(2), np.array([r[0] if r else 0 for r in runs], np.int64), fc)
+
+    def runs(self, problem: "Problem") -> list[list[int]]:
+        """Per domain, the levels it runs in order (fold: the best run order; layer: its one level)."""
+        if self.fold_counts is None:
+            return [[int(v)] for v in self.level]
+        return fold_order(layer_levels_used(problem, self.fold_counts))[1]
+
+    def tile_level(self, problem: "Problem") -> np.ndarray:
+        """[T] level index per original tile (fold: tiles of a group fill (codebook, level) pairs in index order)."""
+        if self.fold_counts is None:
+            tg = problem.tile_group if problem.tile_group is not None else np.arange(problem.G)
+            return self.level[problem.group_domain[tg]]
+        return self._tile_option(problem) % problem.V
+
+    def _tile_option(self, problem: "Problem") -> np.ndarray:
+        tg = problem.tile_group if problem.tile_group is not None else np.arange(problem.G)
+        order = np.argsort(tg, kind="stable")
+        O = problem.C * problem.V
+        opt = np.repeat(np.tile(np.arange(O), problem.G), self.fold_counts.reshape(problem.G, O).ravel())
+        out = np.empty(len(tg), dtype=np.int64)
+        out[order] = opt
+        return out
 
     @classmethod
     def from_choice(cls, problem: Problem, choice: np.ndarray, level: np.ndarray) -> "Assignment":
@@ -220,6 +273,8 @@ class Assignment:
 
     def tile_codebook(self, problem: Problem) -> np.ndarray:
         """[T] codebook index per original tile (tiles of a group fill codebooks in index order)."""
+        if self.fold_counts is not None:
+            return self._tile_option(problem) // problem.V
         tg = problem.tile_group if problem.tile_group is not None else np.arange(problem.G)
         order = np.argsort(tg, kind="stable")  # tiles grouped by group, original order inside
         per_group_cb = np.repeat(np.tile(np.arange(problem.C), problem.G), self.counts.ravel())
@@ -239,28 +294,103 @@ class Evaluation(NamedTuple):
     levels_used: int
 
 
+def layer_levels_used(problem: Problem, fold_counts: np.ndarray) -> np.ndarray:
+    """[L, V] bool: level v runs some tile of domain (layer) l."""
+    used = np.zeros((problem.L, problem.V), bool)
+    np.logical_or.at(used, problem.group_domain, fold_counts.sum(1) > 0)
+    return used
+
+
+def fold_order(used: np.ndarray) -> tuple[int, list[list[int]]]:
+    """Fewest level changes when layer ``l`` runs the levels ``used[l]`` (one contiguous run per
+    level, in any order) and layers run in order; layers using no level are skipped. Exact DP
+    over the level a layer ends on: a layer with ``k`` levels costs ``k − 1`` inside, it begins
+    with ``b`` and ends with ``e ≠ b`` (``b = e`` when ``k = 1``), and the boundary costs one
+    where ``b`` differs from the previous layer's end. Returns (switches, runs per layer)."""
+    used = np.asarray(used, bool)
+    L, V = used.shape
+    f = None  # [V] fewest switches so far, by the level the last non-empty layer ends on
+    back: list = []
+    for l in range(L):
+        U = np.flatnonzero(used[l]).tolist()
+        if not U:
+            back.append(None)
+            continue
+        k = len(U)
+        new = np.full(V, np.inf)
+        bp: dict = {}
+        pm = int(np.argmin(f)) if f is not None else -1
+        for e in U:
+            for b in ([e] if k == 1 else [u for u in U if u != e]):
+                if f is None:
+                    c, p = 0.0, -1
+                elif f[b] <= f[pm] + 1:
+                    c, p = f[b], b
+                else:
+                    c, p = f[pm] + 1, pm
+                if c + k - 1 < new[e]:
+                    new[e], bp[e] = c + k - 1, (b, p)
+        f = new
+        back.append(bp)
+    runs: list[list[int]] = [[] for _ in range(L)]
+    if f is None:
+        return 0, runs
+    e = int(np.argmin(f))
+    total = int(f[e])
+    for l in range(L - 1, -1, -1):
+        if back[l] is None:
+            continue
+        b, p = back[l][e]
+        U = np.flatnonzero(used[l]).tolist()
+        runs[l] = [b] + [u for u in U if u not in (b, e)] + ([e] if e != b else [])
+        e = p
+    return total, runs
+
+
 def evaluate(problem: Problem, a: Assignment) -> Evaluation:
     """Latency, energy, error and feasibility of an assignment: THE evaluator of every solver."""
     p = problem
     viol: list[str] = []
-    counts, level = a.counts, a.level
-    if counts.shape != (p.G, p.C) or level.shape != (p.L,):
-        raise ValueError(f"assignment shapes {counts.shape}, {level.shape} != {(p.G, p.C)}, {(p.L,)}")
+    level = a.level
+    if level.shape != (p.L,):
+        raise ValueError(f"assignment level shape {level.shape} != {(p.L,)}")
     if (level < 0).any() or (level >= p.V).any():
         raise ValueError("level index out of range")
+    if p.fold:
+        fc = a.fold_counts
+        if fc is None or fc.shape != (p.G, p.C, p.V):
+            raise ValueError(f"a fold problem needs fold_counts of shape {(p.G, p.C, p.V)}")
+        counts = fc.sum(2)
+        if (fc < 0).any() or not np.array_equal(counts, a.counts):
+            viol.append("fold_counts are negative or disagree with counts")
+        if (fc > 0)[:, ~p.compat].any():
+            viol.append(f"{int(fc[:, ~p.compat].sum())} tiles use a codebook that misses timing at their level")
+        used = layer_levels_used(p, fc)
+        nsw = fold_order(used)[0]
+        per_gv = fc.sum(1)  # [G, V]
+        t_lv = float((per_gv * p.tile_lat).sum())
+        latency = t_lv + nsw * p.switch_time_s
+        energy = float((fc * p.energy_dyn[:, :, None]).sum((0, 1)) @ p.sigma
+                       + (per_gv * p.tile_lat * p.leak_w[None, :]).sum() + nsw * p.switch_energy_j)
+        n_used = int(used.any(0).sum())
+    else:
+        counts = a.counts
+        if counts.shape != (p.G, p.C):
+            raise ValueError(f"assignment counts shape {counts.shape} != {(p.G, p.C)}")
+        lv_g = level[p.group_domain]  # [G]
+        bad = (counts > 0) & ~p.compat[:, lv_g].T  # [G, C]
+        if bad.any():
+            viol.append(f"{int(counts[bad].sum())} tiles use a codebook that misses timing at their level")
+        lat_l = p.lat[np.arange(p.L), level]
+        nsw = int((level[1:] != level[:-1]).sum())
+        latency = float(lat_l.sum() + nsw * p.switch_time_s)
+        energy = float(((counts * p.energy_dyn).sum(1) * p.sigma[lv_g]).sum()
+                       + (p.leak_w[level] * lat_l).sum() + nsw * p.switch_energy_j)
+        n_used = int(len(np.unique(level)))
     if (counts < 0).any() or not np.array_equal(counts.sum(1), p.count):
         viol.append("tile counts do not add up to each group's count")
-    lv_g = level[p.group_domain]  # [G]
-    bad = (counts > 0) & ~p.compat[:, lv_g].T  # [G, C]
-    if bad.any():
-        viol.append(f"{int(counts[bad].sum())} tiles use a codebook that misses timing at their level")
     err = float((counts * p.err).sum())
-    lat_l = p.lat[np.arange(p.L), level]
-    nsw = int((level[1:] != level[:-1]).sum())
-    latency = float(lat_l.sum() + nsw * p.switch_time_s)
-    energy = float(((counts * p.energy_dyn).sum(1) * p.sigma[lv_g]).sum()
-                   + (p.leak_w[level] * lat_l).sum() + nsw * p.switch_energy_j)
-    used = int(len(np.unique(level)))
+    used = n_used
 
     def over(x, cap):
         return x > cap_tol(cap)
@@ -311,3 +441,9 @@ def refuse_layer_budgets(p: Problem, solver: str) -> None:
     """UserError for solvers whose decomposition has no per-layer budget rows."""
     if p.layer_budget is not None:
         raise UserError(f"the {solver} solver does not support per-layer budgets; use --solver cpsat or milp")
+
+
+def refuse_fold(p: Problem, solver: str, instead: str = "cpsat, milp, lagrange, greedy or halo_fold") -> None:
+    """UserError for solvers without a fold-granularity variant."""
+    if p.fold:
+        raise UserError(f"the {solver} solver does not support granularity = \"fold\"; use --solver {instead}")

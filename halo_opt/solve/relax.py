@@ -27,7 +27,7 @@ from .greedy import base_level_cost, repair_levels
 from .infeasible import _per_level_min
 from .levels import best_levels
 from .model import build
-from .problem import RTOL, Problem, evaluate, refuse_layer_budgets
+from .problem import RTOL, Problem, evaluate, refuse_fold, refuse_layer_budgets
 from .result import OPT_GAP, Result, finish
 
 CAP_KINDS = ("budget", "layer_budget", "energy", "latency")
@@ -70,6 +70,7 @@ def _lp(m, ub, A, lo, hi, so: float, time_limit: float):
 def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: int = 0, hint=None) -> Result:
     t0 = time.perf_counter()
     p = problem
+    refuse_fold(p, "relax")
     refuse_layer_budgets(p, "relax")
     m = build(p)
     if m.dead_domain:

@@ -11,7 +11,7 @@ Flat TOML, every key optional except ``budget``::
     latency_cap_s = 1.0e-3           # s per workload pass
     max_levels = 2                   # K
     max_switches = 4
-    granularity = "layer"            # layer | block | model
+    granularity = "layer"            # layer | block | model | fold (a level per tile = array fold)
     block_pattern = 'encoder\\.layer\\.(\\d+)'  # block key = first capture group
     tie_groups = ['^(.*)\\.(?:query|key|value)$']  # same first capture → one domain
     tile = [128, 128]                # checked against the cost tables
@@ -34,7 +34,7 @@ from ..artifacts import read_toml
 from ..errors import UserError
 
 OBJECTIVES = ("latency", "energy", "weighted")
-GRANULARITIES = ("layer", "block", "model")
+GRANULARITIES = ("layer", "block", "model", "fold")
 
 
 @dataclass

@@ -72,7 +72,7 @@ def write_costs(out: str | Path, model: str = "tiny", tile: int = 128, n_codeboo
     cbs = codebook_set(n_codebooks)
     lvs = level_set(n_levels)
     bw = 2.0e12  # B/s
-    layers, tiles, lat_rows = [], [], []
+    layers, tiles, lat_rows, tile_lat_rows = [], [], [], []
     tile_id = 0
     errs = []
     for b in range(n_blocks):
@@ -104,6 +104,10 @@ def write_costs(out: str | Path, model: str = "tiny", tile: int = 128, n_codeboo
             for lv in lvs:
                 tc, tm = cycles / lv["freq_hz"], nbytes / bw
                 lat_rows.append({"layer": lname, "level": lv["name"], "seconds": max(tc, tm), "compute_bound": tc >= tm})
+                wt = (np.minimum(rr + tile, n_out) - rr) * (np.minimum(cc + tile, n_in) - cc)  # one fold per tile
+                fc, fm = (3 * tile + tokens - 2) / lv["freq_hz"], nbytes * wt / (n_out * n_in) / bw
+                tile_lat_rows += [{"tile": tile_id - nt + k, "level": lv["name"], "seconds": float(max(fc, m)), "compute_bound": bool(fc >= m)}
+                                  for k, m in enumerate(fm)]
     tiles_df = pd.concat(tiles, ignore_index=True)
     err = np.concatenate(errs)
     errors_df = pd.DataFrame({"tile": tiles_df["tile"]} | {c["name"]: err[:, i] for i, c in enumerate(cbs)})
@@ -122,7 +126,7 @@ def write_costs(out: str | Path, model: str = "tiny", tile: int = 128, n_codeboo
     normaliser = float(sum(x["tr_WHW"] for x in layers))
     meta = {"halo_opt_version": "synthetic", "inputs": {"model_sha256": f"synthetic-{model}-{seed}", "profile_sha256": "synthetic"},
             "tile": [tile, tile], "normaliser": normaliser, "v0": v0, "switch": {"time_s": 2e-6, "energy_j": 1e-7},
-            "accelerator": "synthetic", "workload": {"tokens": tokens}}
+            "accelerator": "synthetic", "workload": {"tokens": tokens, "name": f"synthetic-m{tokens}"}, "fold_tile": [tile, tile]}
     save_costs(out, meta, pd.DataFrame(layers), tiles_df, errors_df, pd.DataFrame(lat_rows), cbs, lvs, compat,
-               codebooks_meta={"synthetic": True})
+               codebooks_meta={"synthetic": True}, extra_tables={"tile_latency": pd.DataFrame(tile_lat_rows)})
     return out
