@@ -583,3 +583,28 @@ def calibration_tokens(meta: dict, tokenizer, max_length: int | None = None) -> 
     if tb.sha256() != d.get("tokens_sha256"):
         raise UserError("the calibration text changed since calibration (token hash differs); recalibrate, or use --hessian full")
     return tb
+
+
+def convert_calibration(src: str | Path, dst: str | Path, adapter: ModelAdapter, block: int = BLOCK,
+                        dtype: str = "float32") -> Path:
+    """A ``blocks`` copy of a full calibration folder (one layer's H in memory at a time), through
+    :func:`save_hessian` / :func:`save_calibration_index`: shrink an older folder without recalibrating."""
+    import shutil
+
+    meta, layers = load_calibration(src)
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise UserError(f"{dst} exists; remove it or pick another folder")
+    if adapter.sha256() != meta.get("model_sha256"):
+        raise UserError(f"model weights differ from those calibrated in {src} (SHA-256 mismatch)")
+    for lay in layers:
+        t = load_hessian(src, lay["name"])
+        if "H" not in t:
+            raise UserError(f"{src} already stores Hessian blocks")
+        save_hessian(dst, lay["name"], _finish(adapter, lay["name"], dict(t), {"layout": "blocks"}), "blocks", block, dtype)
+    for extra in ("fisher.safetensors",):
+        if (src / extra).is_file():
+            shutil.copy2(src / extra, dst / extra)
+    save_calibration_index(dst, layers, meta | {"hessian": {"layout": "blocks", "block": block, "dtype": dtype},
+                                                "converted_from": str(src)})
+    return dst

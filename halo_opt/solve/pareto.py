@@ -2,8 +2,10 @@
 
 For each solver the sweep values are sorted so that every point relaxes the previous one
 (ascending budget / cap): the previous plan stays feasible and is handed in as ``hint``.
-The values are split into ``workers`` contiguous chunks run in separate processes (each
-chunk warm-starts along itself). Every point is one run of the planner stage
+The values are split into ``chunks`` contiguous chains (default ``workers``), each a job of
+:func:`halo_opt.distributed.run_jobs` (serial, local processes or Ray; each chain warm-starts
+along itself, so the points depend on the chains, not on where they ran); every finished point
+is kept in a store and a rerun resumes. Every point is one run of the planner stage
 (:func:`.planner.plan`: cpsat with the Lagrangian hint) and keeps its plan file
 (``plans/<solver>-<k>.json``, contract §6, runnable with ``halo-opt execute``); a point is *dominated* if another point (any
 solver) has no more error (energy, for an energy-cap sweep) and no more objective, one of
