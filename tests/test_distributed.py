@@ -158,3 +158,19 @@ def test_run_jobs_progress_lines_and_errors(tmp_path, capsys):
     assert st.open({"a": 1}) == 3 and st.open({"a": 2}) == 0  # another spec: a fresh store
     with pytest.raises(RuntimeError, match="without writing points"):
         run_jobs([Job(_square, {"store": str(st.dir), "key": "p0", "x": 0}, ["p0", "q"])], st, progress=False)
+
+
+def test_study_cli_writes_points_and_summary(folders, tmp_path, capsys):
+    tmp, texts = folders
+    a = ["study", "--target", "cosine>=0.5", "--scenarios", "performance", "--solvers", "greedy", "--costs", str(tmp / "costs"),
+         "--calib", str(tmp / "calib"), "--out", str(tmp_path / "s"), "--sequences", "2", "--seq-len", "32", "--iters", "2",
+         "--budget-max", "0.5", "--no-progress", "--json"]
+    for t in texts:
+        a += ["--text", t]
+    try:
+        main(a)
+    except SystemExit as e:
+        assert e.code in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert [(p["goal"], p["solver"]) for p in out["points"]] == [("performance", "greedy")] and out["points"][0]["budget"] > 0
+    assert (tmp_path / "s" / "points" / "performance-greedy.json").is_file() and (tmp_path / "s" / "study.json").is_file()
