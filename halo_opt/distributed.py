@@ -29,11 +29,10 @@ run's ``spec``; another spec clears it first (a different sweep is a fresh start
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -113,7 +112,6 @@ class Progress:
     description: str
     total: int
     on: bool = True
-    labels: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.t0, self.seen, self.bar = time.perf_counter(), set(), None
@@ -249,7 +247,3 @@ def _ray(jobs, store, prog, engine, workers):
         if started:
             ray.shutdown()
 
-
-def threads_for_jobs() -> int:
-    """Threads a job may use: 1 inside a Ray task or pool worker (one core each), else all."""
-    return 1 if os.environ.get("OMP_NUM_THREADS") == "1" else (os.cpu_count() or 1)
