@@ -19,8 +19,10 @@ and floating timing + energy, the CLI defaults: 64 partial sums, 4096 energy vec
     python benchmarks/bench_design_space.py --liberty ../shared/liberty/sky130hd_tt.lib.gz \
         --out benchmarks/results/design_space/sky130
 
-Writes ``designs.csv``, ``table.md``, ``per_code.csv`` and ``design_space.png`` into ``--out``
-and prints the markdown table with the wall time, process CPU time and load average.
+Each design is one job of :func:`halo_opt.distributed.run_jobs` (``--jobs`` local processes, or
+Ray with ``--ray local|auto|ADDRESS``); every finished design is kept in ``--out/points/`` and a
+rerun resumes. Writes ``designs.csv``, ``table.md``, ``per_code.csv`` and ``design_space.png``
+into ``--out`` and prints the markdown table with the wall time, CPU time and load average.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -185,71 +185,68 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_shard(args, k: int, n: int) -> None:
-    """Designs ``k::n`` of the sweep; rows to ``rows-<k>.jsonl``, per-code tables to ``per_code-<k>.csv``."""
-    raw = json.loads((args.out / "minilm_shapes.json").read_text()) if (args.out / "minilm_shapes.json").is_file() else None
-    shapes = [LayerShape(**r) for r in raw] if raw else None
-    halo = MacProfile.load(HALO) if HALO.is_file() else None
-    rows, tables = [], []
-    for spec in designs(args.quick)[k::n]:
-        r, t = run_one(spec, args.liberty, shapes, halo, args.threads)
-        rows.append(r)
-        tables.append(t)
-        print(f"{spec.name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, spread {r['spread_static']:.2f}x", flush=True)
-    (args.out / f"rows-{k}.jsonl").write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
-    pd.concat(tables, ignore_index=True).to_csv(args.out / f"per_code-{k}.csv", index=False)
+def design_point(store: str, key: str, spec: dict, liberty: str | None, shapes: list[dict] | None, halo: bool,
+                 threads: int) -> None:
+    """One design of the sweep (a job of :func:`halo_opt.distributed.run_jobs`): its row and
+    per-code table go to ``store`` under ``key``."""
+    from halo_opt.distributed import Store
+
+    st = Store(store)
+    if st.has(key):
+        return
+    sh = [LayerShape(**r) for r in shapes] if shapes else None
+    r, t = run_one(MacSpec(**spec), Path(liberty) if liberty else None, sh, MacProfile.load(HALO) if halo else None, threads)
+    print(f"{key}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, spread {r['spread_static']:.2f}x", flush=True)
+    st.put(key, {"row": r, "per_code": json.loads(t.to_json(orient="split", index=False)), "wall_s": r["wall_s"]})
 
 
 def main() -> None:
+    from dataclasses import asdict
+
+    from halo_opt.distributed import Job, Store, run_jobs
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--liberty", type=Path, default=None, help="Liberty file (default: built-in gate delays)")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes (designs split round-robin)")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (or the CPUs of --ray local)")
     ap.add_argument("--threads", type=int, default=1, help="floating-mode threads per worker")
     ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs")
     ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM physical bound (no torch import)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N designs (a smoke run)")
+    ap.add_argument("--ray", default=None, help="run the designs on Ray: local | auto | ADDRESS (absent: local processes)")
     ap.add_argument("--render-only", action="store_true", help="rewrite table.md and the plot from --out's designs.csv, per_code.csv, run.json")
-    ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/n: internal, one worker
     args = ap.parse_args()
     if args.render_only:
         return render(args.out, pd.read_csv(args.out / "designs.csv"), pd.read_csv(args.out / "per_code.csv"),
                       json.loads((args.out / "run.json").read_text()))
-    if args.shard:
-        k, n = map(int, args.shard.split("/"))
-        return run_shard(args, k, n)
     t0, c0 = time.perf_counter(), cpu_s()
     load0 = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")) + list(args.out.glob("minilm_shapes.json")):
-        f.unlink()
-    shapes = None if args.no_minilm else minilm_shapes(Workload())
-    if shapes is not None:
-        (args.out / "minilm_shapes.json").write_text(json.dumps([vars(s) for s in shapes]))
-    cmd = [sys.executable, __file__, "--out", str(args.out), "--threads", str(args.threads)]
-    cmd += (["--liberty", str(args.liberty)] if args.liberty else []) + (["--quick"] if args.quick else [])
-    procs = [subprocess.Popen(cmd + ["--shard", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
-    if any(p.wait() != 0 for p in procs):
-        raise SystemExit("a worker failed; see its output above")
-    rows = [json.loads(line) for k in range(args.jobs) for line in (args.out / f"rows-{k}.jsonl").read_text().splitlines()]
-    tables = [pd.read_csv(args.out / f"per_code-{k}.csv") for k in range(args.jobs)]
-    order = {s.name: i for i, s in enumerate(designs(args.quick))}
-    rows.sort(key=lambda r: order[r["design"]])
+    shapes = None if args.no_minilm else [vars(s) for s in minilm_shapes(Workload())]
+    specs = designs(args.quick)[:args.limit or None]
+    st = Store(args.out / "points")  # one file per finished design; a rerun of the same sweep resumes
+    liberty = str(args.liberty.resolve()) if args.liberty else None
+    st.open({"liberty": liberty, "quick": args.quick, "limit": args.limit, "minilm": shapes is not None, "halo": HALO.is_file(), "threads": args.threads})
+    jobs = [Job(design_point, {"store": str(st.dir.resolve()), "key": s.name, "spec": asdict(s), "liberty": liberty, "shapes": shapes,
+                               "halo": HALO.is_file(), "threads": args.threads}, [s.name]) for s in specs]
+    run_jobs(jobs, st, args.ray if args.ray else "processes", args.jobs, True, "design-space sweep")
+    recs = [st.get(s.name) for s in specs]
+    rows = [r["row"] for r in recs]
+    tables = [pd.DataFrame(r["per_code"]["data"], columns=r["per_code"]["columns"]) for r in recs]
     halo = MacProfile.load(HALO) if HALO.is_file() else None
     if halo is not None:
-        r, t = halo_row(halo, shapes)
+        r, t = halo_row(halo, None if shapes is None else [LayerShape(**x) for x in shapes])
         rows.append(r)
         tables.append(t)
-    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    wall = time.perf_counter() - t0
+    cpu = cpu_s() - c0 if not args.ray else sum(r["cpu_s"] for r in rows if num(r.get("cpu_s")))
     df = pd.DataFrame(rows)
     per_code = pd.concat(tables, ignore_index=True)
     lib = args.liberty.name if args.liberty else "yosys built-in gates (logical effort, tau = 16 ps)"
     df.to_csv(args.out / "designs.csv", index=False)
     per_code.to_csv(args.out / "per_code.csv", index=False, float_format="%.3f")
-    for f in list(args.out.glob("rows-*.jsonl")) + list(args.out.glob("per_code-*.csv")):
-        f.unlink()
     run = {"library": lib, "designs": len(rows) - (halo is not None), "wall_s": wall, "cpu_s": cpu, "jobs": args.jobs,
-           "threads": args.threads, "load_start": load0[0], "load_end": os.getloadavg()[0], "cores": os.cpu_count(),
-           "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "threads": args.threads, "engine": args.ray or "processes", "load_start": load0[0], "load_end": os.getloadavg()[0],
+           "cores": os.cpu_count(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (args.out / "run.json").write_text(json.dumps(run, indent=1))
     render(args.out, df, per_code, run)
 

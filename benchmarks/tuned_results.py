@@ -5,13 +5,15 @@ the closed loop (:func:`halo_opt.closed_loop.tune_budget`) finds the largest err
 plan meets the target on the *tuning* split of the held-out text; the table reports that plan's
 predicted speedup and energy saving against ``baseline_int8``, its accuracy on the tuning split
 and on the disjoint *test* split (never seen by calibration or tuning), and marks the rows that
-miss the target on test. ``--error-model`` picks the cost tables' error model (local or fisher). Each finished row is appended
-to ``<out>/rows.jsonl`` at once, and a rerun skips the rows already there (resume; several
-processes may split ``--goals``/``--solvers`` over one ``--out``). Writes ``<out>/tuned.json``
-and ``<out>/tuned.md`` from all rows.
+miss the target on test. ``--error-model`` picks the cost tables' error model (local or fisher). The
+(goal, solver) points are :func:`halo_opt.closed_loop.tune_study` jobs: serially, in ``--workers``
+local processes, or on Ray (``--ray local|auto|ADDRESS``); every finished point is kept in
+``<out>/points-<error model>/`` (one file each) and a rerun resumes. Rows go to
+``<out>/rows-<error model>.jsonl``; writes ``<out>/tuned-*.json`` and ``<out>/tuned-*.md`` from all rows.
 
     python benchmarks/tuned_results.py --model minilm --target "cosine>=0.99" --error-model fisher --out runs/tuned-minilm
     python benchmarks/tuned_results.py --model smollm2-135m --target "ppl<=5%" --out runs/tuned-smollm2 --tile 64
+    python benchmarks/tuned_results.py --model minilm --target "cosine>=0.99" --out runs/tuned-minilm --ray local --workers 8
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from pathlib import Path
 from halo_opt.calibration.hessian import calibrate
 from halo_opt.calibration.models import load_model
 from halo_opt.calibration.text import calibration_batch
-from halo_opt.closed_loop import tune_budget
+from halo_opt.closed_loop import tune_study
 from halo_opt.costs import build_costs, with_error_model
-from halo_opt.errors import UserError
 from halo_opt.execute.evaluate import meets, parse_target
 from halo_opt.execute.pipeline import context_from_folders, run_baselines, split_batches
 from halo_opt.paths import formulations_dir
@@ -98,6 +99,9 @@ def main() -> None:
     ap.add_argument("--error-model", default="fisher", help="local | fisher (cost tables OUT/costs-<model>)")
     ap.add_argument("--calib", type=Path, default=None, help="existing calibration folder (else OUT/calib)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ray", default=None, help="run the (goal, solver) points on Ray: local | auto | ADDRESS (absent: serial)")
+    ap.add_argument("--workers", type=int, default=1, help="local processes, or the CPUs of --ray local")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per point (the same on every engine: same numbers)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     out = a.out
@@ -125,28 +129,30 @@ def main() -> None:
         append_row(rows_file, {"goal": "baseline_int8", "solver": "-", "budget": 0.0, "speedup": 1.0, "energy_saving": 0.0,
                                **{f"acc_{k}": v for k, v in run_baselines(ctx, ["int8-rtn"])["int8-rtn"].items()},
                                **{f"test_{k}": v for k, v in tm.items()}, "meets_test": meets(tm, tgt)})
-    for goal in a.goals.split(","):
-        sc = load_scenario(formulations_dir() / f"{goal}.toml")
-        for solver in a.solvers.split(","):
-            if (goal, solver) in done:
-                continue
-            t1 = time.perf_counter()
-            try:
-                res = tune_budget(ctx, costs, sc, solver, a.target, 0.0, a.budget_max, a.iters, a.time_limit, test_ctx=test_ctx)
-            except UserError as e:
-                append_row(rows_file, {"goal": goal, "solver": solver, "note": str(e)})
-                continue
-            pred = res.plan["predicted"]
-            append_row(rows_file, {"goal": goal, "solver": solver, "budget": res.budget, "status": res.plan["solver"]["status"],
-                                   "speedup": base["latency_s"] / pred["latency_s"], "energy_saving": 1 - pred["energy_j"] / base["energy_j"],
-                                   **{f"acc_{k}": v for k, v in res.metrics.items()},
-                                   **{f"test_{k}": v for k, v in res.test_metrics.items()}, "meets_test": meets(res.test_metrics, tgt),
-                                   "enforced": res.enforced, "probes": len(res.history),
-                                   "history": [{k: h[k] for k in ("budget", "ok", "metrics", "note")} for h in res.history],
-                                   "wall_s": time.perf_counter() - t1})
+    goals, solvers = a.goals.split(","), a.solvers.split(",")
+    t_study = time.perf_counter()
+    recs = tune_study(costs, calib, a.model, goals, solvers, a.target, out / f"points-{a.error_model}", 0.0, a.budget_max,
+                      a.iters, a.time_limit, heldout=a.heldout, seq_len=a.seq_len, profile=a.profile, ray=a.ray,
+                      workers=a.workers, threads=a.threads)
+    t_study = time.perf_counter() - t_study
+    for rec in recs:
+        if (rec["goal"], rec["solver"]) in done:
+            continue
+        if "note" in rec:
+            append_row(rows_file, {"goal": rec["goal"], "solver": rec["solver"], "note": rec["note"]})
+            continue
+        pred = rec["plan"]["predicted"]
+        append_row(rows_file, {"goal": rec["goal"], "solver": rec["solver"], "budget": rec["budget"],
+                               "status": rec["plan"]["solver"]["status"],
+                               "speedup": base["latency_s"] / pred["latency_s"], "energy_saving": 1 - pred["energy_j"] / base["energy_j"],
+                               **{f"acc_{k}": v for k, v in rec["metrics"].items()},
+                               **{f"test_{k}": v for k, v in rec["test_metrics"].items()}, "meets_test": meets(rec["test_metrics"], tgt),
+                               "enforced": rec["enforced"], "probes": len(rec["history"]),
+                               "history": [{k: h[k] for k in ("budget", "ok", "metrics", "note")} for h in rec["history"]],
+                               "wall_s": rec["wall_s"]})
     rows = sorted({(r['goal'], r['solver']): r for r in read_rows(rows_file)}.values(), key=row_order)  # last per row
     (out / f"tuned-{a.error_model}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "baseline": base,
-                                                "prep_s": t_prep, "rows": rows}, indent=2))
+                                                "prep_s": t_prep, "study_s": t_study, "rows": rows}, indent=2))
     key = tgt[0]
     accs = [f"acc_{key}", f"test_{key}"]
     lines = [f"Error model {a.error_model}; target {a.target} enforced on the tuning split ({describe(tgt)}); "
@@ -161,7 +167,8 @@ def main() -> None:
                      + f"{r.get(accs[0], math.nan):.4f} | {r.get(accs[1], math.nan):.4f}{'' if r.get('meets_test', True) else ' ✗'} |")
     (out / f"tuned-{a.error_model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"total {time.perf_counter() - t0:.0f} s")
+    print(f"study {t_study:.1f} s ({len(recs)} points, engine {a.ray or ('processes' if a.workers > 1 else 'serial')}, "
+          f"{a.workers} workers); total {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

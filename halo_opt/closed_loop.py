@@ -41,3 +41,81 @@ def tune_budget(ctx: Context, costs: str | Path, scenario: Scenario, solver: str
     if test_ctx is not None:
         res.test_metrics = run_plan(test_ctx, res.plan, method, blocksize, False)[1]
     return res
+
+
+def study_point(store: str, key: str, costs: str, calib: str, model: str, goal: str, scenario: dict, solver: str,
+                target: str, lo: float, hi: float, iters: int, time_limit: float, seed: int = 0, method: str = "rtn",
+                blocksize: int = 128, heldout: int = 32, seq_len: int = 128, text: list[str] | None = None,
+                profile: str | None = None, threads: int = 1) -> None:
+    """One (goal, solver) point of a closed-loop study (a job of :func:`halo_opt.distributed.run_jobs`):
+    load the context from the folders, :func:`tune_budget` on the tuning split, the chosen plan on
+    the test split; the record goes to ``store`` under ``key`` (a UserError of the loop is the
+    record's ``note``). Torch runs on ``threads`` threads whatever the engine, so the measured
+    numbers are the same serially and on Ray."""
+    import time
+
+    import torch
+
+    from .distributed import Store
+    from .execute.pipeline import context_from_folders, split_batches
+    from .solve.scenario import from_dict
+
+    st = Store(store)
+    if st.has(key):
+        return
+    t0, was = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        ctx = context_from_folders(costs, calib, model, heldout, seq_len, seed, text, profile, part="tuning")
+        test_ctx = ctx.with_heldout(split_batches(ctx, text, "test", heldout, seq_len, seed))
+        rec = {"goal": goal, "solver": solver}
+        try:
+            res = tune_budget(ctx, costs, from_dict(scenario), solver, target, lo, hi, iters, time_limit, seed, method,
+                              blocksize, test_ctx=test_ctx)
+        except UserError as e:
+            rec["note"] = str(e)
+        else:
+            rec |= {"budget": res.budget, "plan": res.plan, "metrics": res.metrics, "test_metrics": res.test_metrics,
+                    "enforced": res.enforced, "history": res.history}
+    finally:
+        torch.set_num_threads(was)
+    rec["wall_s"] = time.perf_counter() - t0
+    st.put(key, rec)
+
+
+def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str], solvers: list[str], target: str, store: str | Path,
+               lo: float = 0.0, hi: float = 0.2, iters: int = 8, time_limit: float = 30.0, seed: int = 0, method: str = "rtn",
+               blocksize: int = 128, heldout: int = 32, seq_len: int = 128, text: list[str] | None = None,
+               profile: str | None = None, ray: str | None = None, workers: int = 1, threads: int = 1,
+               progress: bool = True) -> list[dict]:
+    """The closed loop over goals × solvers: one :func:`study_point` per pair, serially, in
+    ``workers`` local processes or on Ray (``ray``: local | auto | address), every finished point
+    kept in ``store`` (a rerun resumes). ``goals``: shipped scenario names or TOML paths. Returns
+    the records in goals × solvers order (``key`` = ``<goal>-<solver>``)."""
+    from .distributed import Job, Store, check_engine, run_jobs
+    from .execute.evaluate import parse_target
+    from .paths import scenario_file
+    from .solve.scenario import load_scenario
+
+    parse_target(target)
+    for s in solvers:
+        get_solver(s)
+    check_engine(ray)
+    scs = {g: load_scenario(scenario_file(g)) for g in goals}
+    args = dict(costs=str(costs), calib=str(calib), model=str(model), target=target, lo=lo, hi=hi, iters=iters,
+                time_limit=time_limit, seed=seed, method=method, blocksize=blocksize, heldout=heldout, seq_len=seq_len,
+                text=text, profile=None if profile is None else str(profile), threads=threads)
+    st = Store(store)
+    from .artifacts import sha256_file
+
+    st.open(args | {"costs_sha256": sha256_file(Path(costs) / "meta.json"), "goals": list(goals), "solvers": list(solvers),
+                    "scenarios": {g: s.to_dict() for g, s in scs.items()}})
+    jobs = []
+    for g in goals:
+        for s in solvers:
+            key = f"{Path(str(g)).stem}-{s}"
+            jobs.append(Job(study_point, args | {"store": str(st.dir), "key": key, "goal": str(g), "scenario": scs[g].to_dict(),
+                                                 "solver": s}, [key]))
+    engine = ray if ray is not None else ("processes" if workers > 1 else None)
+    run_jobs(jobs, st, engine, workers, progress, "closed-loop study (goal x solver)")
+    return [st.get(j.keys[0]) for j in jobs]

@@ -50,7 +50,7 @@ import torch
 from .accelerators import Accelerator, LayerShape, Workload, load_accelerator
 from .artifacts import provenance, read_json, read_parquet, read_toml, sha256_file
 from .costfolder import load_costs, save_costs
-from .calibration.hessian import DampingWarning, damped, load_calibration, load_hessian
+from .calibration.hessian import DampingWarning, damped_blocks, load_calibration, load_hessian_blocks, load_row_terms
 from .calibration.models import ModelAdapter, load_model
 from .errors import UserError
 from .quantize import scale_grid, search_scales_blocks
@@ -74,7 +74,7 @@ def layer_tile_errors(W: torch.Tensor, H: torch.Tensor, tile: tuple[int, int], c
                       row_weights: dict[str, torch.Tensor | None] | None = None):
     """Errors ``e`` [G, C] (tiles in :func:`tile_grid` order × codebooks) and scales [C, N_out, n_col_blocks].
 
-    ``W`` [N, K] and ``H`` [K, K] (already damped as wanted); float64 results. All column blocks and
+    ``W`` [N, K] and ``H`` [K, K] or its diagonal blocks [n_col_blocks, C, C] (already damped as wanted); float64 results. All column blocks and
     codebooks go through one :func:`~halo_opt.quantize.search_scales_blocks` call; a tile's error is
     the sum of its rows' errors (rows padded to whole row blocks with zeros, so the sum is deterministic).
     With ``row_weights`` ``{model: w [N] or None}`` the first result is a dict ``{model: e}`` whose
@@ -190,12 +190,12 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path, out: str | Path,
     for order, lay in enumerate(it):
         name = lay["name"]
         W = model.layer(name).weight().to(device=device, dtype=torch.float64)
-        H = load_hessian(calib_dir, name, device)["H"]
+        blocks, diag = load_hessian_blocks(calib_dir, name, tile[1], device)  # H's diagonal tile blocks: all costs need
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DampingWarning)
-            d = damped(H, damp, name)
+            d = damped_blocks(blocks, diag, damp, name)
         notes += [str(w.message) for w in caught if issubclass(w.category, DampingWarning)]
-        whw = ((W @ d.H) * W).sum(1)                                    # (W H Wᵀ)_rr per row
+        whw = load_row_terms(calib_dir, name, W, d.damp)                # (W H Wᵀ)_rr per row (full H: the normaliser)
         if fw and (name not in fw or fw[name].shape != (W.shape[0],)):
             raise UserError(f"Fisher statistics in {calib_dir} do not match layer {name}; recalibrate")
         wts = {"local": None} | ({"fisher": fw[name].to(device)} if fw else {})

@@ -135,10 +135,12 @@ def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks
     ``width`` ≤ 128) or ``"auto"`` (Triton where it applies). Results on device of ``W``, float64.
     """
     N, K = W.shape
-    if H.shape != (K, K):
-        raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K])")
     if width < 1:
         raise UserError(f"column block width must be >= 1, got {width}")
+    nb = -(-K // width)
+    blocks = H.dim() == 3  # H given as its diagonal blocks [nb, width, width] (zero-padded): all the search reads
+    if H.shape != ((nb, width, width) if blocks else (K, K)):
+        raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K] or [nb,width,width])")
     factors = (scale_grid() if factors is None else factors).to(W.device, torch.float64)
     books = [codes_tensor(getattr(cb, "codes", cb)) for cb in codebooks]   # on the CPU: tables and bounds
     use_triton = backend == "triton" or (backend == "auto" and fast and W.is_cuda and triton is not None
@@ -148,19 +150,29 @@ def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks
                         "use backend='torch'")
     if backend not in ("auto", "torch", "triton"):
         raise UserError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
-    nb = -(-K // width)
     W64 = W.to(torch.float64)
     Wp = torch.nn.functional.pad(W64, (0, nb * width - K)).view(N, nb, width)     # zero-padded column blocks
     cmax = torch.stack([cmax_of(c) for c in books]).to(W.device)
     s0 = Wp.abs().amax(-1)[None] / cmax[:, None, None]                   # [C, N, nb]
     if use_triton:
-        s = factors[_best_triton(W, H, s0, books, factors, width)] * s0   # the chosen candidate, bit for bit
+        Hf = _from_blocks(H, K) if blocks else H   # the kernels read the diagonal blocks of a [K, K] matrix
+        s = factors[_best_triton(W, Hf, s0, books, factors, width)] * s0   # the chosen candidate, bit for bit
         if TRITON_CONFIG.get("float64_eval") == "triton":
-            return s, _block_errors_triton(W, H, books, s, width)
-        return s, _block_errors(Wp, _diag_blocks(H, width, nb), books, s)
-    Hp = _diag_blocks(H, width, nb)
+            return s, _block_errors_triton(W, Hf, books, s, width)
+        return s, _block_errors(Wp, H.to(torch.float64) if blocks else _diag_blocks(H, width, nb), books, s)
+    Hp = H.to(torch.float64) if blocks else _diag_blocks(H, width, nb)
     s = factors[_best_torch(Wp, Hp, s0, books, factors, torch.float32 if fast else torch.float64)] * s0
     return s, _block_errors(Wp, Hp, books, s)
+
+
+def _from_blocks(Hb: torch.Tensor, K: int) -> torch.Tensor:
+    """The [K, K] block-diagonal matrix of diagonal blocks ``Hb`` [nb, w, w] (zero elsewhere)."""
+    nb, w, _ = Hb.shape
+    H = torch.zeros(K, K, dtype=Hb.dtype, device=Hb.device)
+    for j in range(nb):
+        k = min(w, K - j * w)
+        H[j * w:j * w + k, j * w:j * w + k] = Hb[j, :k, :k]
+    return H
 
 
 def _diag_blocks(H: torch.Tensor, width: int, nb: int) -> torch.Tensor:

@@ -87,6 +87,35 @@ def damped(H: torch.Tensor, rel: float = 0.01, name: str = "H", max_tries: int =
     raise UserError(f"{name}: H stays indefinite even with damping {lam:.3e}; its calibration data is corrupt, recalibrate")
 
 
+def damped_blocks(blocks: torch.Tensor, diag: torch.Tensor, rel: float = 0.01, name: str = "H",
+                  max_tries: int = 12) -> Damped:
+    """:func:`damped` on the diagonal blocks ``[nb, w, w]`` of H (``diag`` = diag H, [K]): the same
+    ``λ = rel · mean(diag H)``, added to the K real diagonal entries (not the zero padding),
+    raised ×10 (with a :class:`DampingWarning`) until every block is positive definite.
+    ``Damped.H`` holds the damped blocks."""
+    if rel < 0:
+        raise UserError(f"damping must be >= 0, got {rel}")
+    if rel == 0:
+        return Damped(blocks, 0.0, 0.0, False)
+    nb, w, _ = blocks.shape
+    K = diag.shape[0]
+    mean_diag = float(diag.mean())
+    base = mean_diag if mean_diag > 0 else 1.0
+    lam = rel * base
+    real = (torch.arange(nb * w, device=blocks.device) < K).to(blocks.dtype).reshape(nb, w)
+    pad = torch.diag_embed(1.0 - real)  # identity on the padding: the check sees only the real part
+    for attempt in range(max_tries):
+        Hd = blocks + torch.diag_embed(lam * real)
+        if int(torch.linalg.cholesky_ex(Hd + pad).info.abs().sum()) == 0:
+            raised = attempt > 0 or mean_diag <= 0
+            if raised:
+                warnings.warn(DampingWarning(f"{name}: H is singular/indefinite; damping raised from {rel:g} to "
+                                             f"{lam / base:g} x mean(diag H) (lambda = {lam:.3e})"), stacklevel=2)
+            return Damped(Hd, lam, lam / base, raised)
+        lam *= 10
+    raise UserError(f"{name}: H stays indefinite even with damping {lam:.3e}; its calibration data is corrupt, recalibrate")
+
+
 class _Stop(Exception):
     """Raised by the last hook of a group to skip the rest of the forward."""
 
@@ -155,14 +184,52 @@ def _save_st(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, s
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def save_hessian(calib_dir: str | Path, layer: str, tensors: dict[str, torch.Tensor]) -> Path:
+#: Hessian layouts of a calibration folder (contract §3): ``full`` keeps H [K, K] float64 (what
+#: GPTQ needs); ``blocks`` keeps only what the cost tables need — the diagonal ``block``×``block``
+#: blocks of H (``H_blocks`` [nb, block, block], float32 by default, the last block zero-padded),
+#: the diagonal ``H_diag`` [K] float64 and the rows' ``WHW_rows`` [N] = (W H Wᵀ)_rr float64 — and
+#: GPTQ recomputes a layer's full H at execute time (:func:`recompute_hessians`).
+LAYOUTS = ("auto", "full", "blocks")
+#: Default block width: the widest column block the fused cost kernel takes; every tile width
+#: that divides it (128, 64, 32, ...) reads exact sub-blocks.
+BLOCK = 128
+#: ``auto`` keeps full Hessians while all of them together fit this many bytes (float64).
+AUTO_FULL_BYTES = 4 << 30
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def diag_blocks(H: torch.Tensor, width: int) -> torch.Tensor:
+    """The diagonal ``width``×``width`` blocks of ``H`` [K, K] as [nb, width, width] (last zero-padded)."""
+    K = H.shape[0]
+    nb = -(-K // width)
+    out = torch.zeros(nb, width, width, dtype=H.dtype, device=H.device)
+    for j in range(nb):
+        k = min(width, K - j * width)
+        out[j, :k, :k] = H[j * width:j * width + k, j * width:j * width + k]
+    return out
+
+
+def save_hessian(calib_dir: str | Path, layer: str, tensors: dict[str, torch.Tensor], layout: str = "full",
+                 block: int = BLOCK, dtype: str = "float32") -> Path:
     """Write one layer's ``hessians/<layer>.safetensors`` (``H`` float64 and ``n_tokens`` at
-    least; contract §3), atomically. The one writer of Hessian files."""
+    least; contract §3), atomically. The one writer of Hessian files. ``layout="blocks"`` stores
+    ``H``'s diagonal blocks of width ``block`` in ``dtype`` plus ``H_diag`` (and ``WHW_rows`` if
+    given) instead of ``H`` (see :data:`LAYOUTS`); the file's metadata records layout and width."""
     if "H" not in tensors or "n_tokens" not in tensors:
         raise UserError(f"Hessian of layer {layer!r} needs tensors 'H' and 'n_tokens'")
+    md = {"layer": layer, "layout": layout}
+    if layout == "blocks":
+        if block < 1 or dtype not in DTYPES:
+            raise UserError(f"Hessian blocks need a width >= 1 and a dtype in {sorted(DTYPES)}, got {block}, {dtype!r}")
+        H = tensors["H"]
+        tensors = {k: v for k, v in tensors.items() if k != "H"} | {
+            "H_blocks": diag_blocks(H, block).to(DTYPES[dtype]), "H_diag": torch.diagonal(H).to(torch.float64).clone()}
+        md |= {"block": str(block), "dtype": dtype, "in_features": str(H.shape[0])}
+    elif layout != "full":
+        raise UserError(f"unknown Hessian layout {layout!r}; use full or blocks")
     path = hessian_path(calib_dir, layer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_st(path, tensors, {"layer": layer})
+    _save_st(path, tensors, md)
     return path
 
 
@@ -207,7 +274,8 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
               abits: int = 8, asigned: bool = True, max_hessian_bytes: int = 4 << 30, checkpoint_every: int | None = None,
               checkpoint_s: float = 60.0,
               overwrite: bool = False, progress: bool = True, extra_meta: dict | None = None,
-              on_batch: Callable[[int, int], None] | None = None, fisher: bool = True, fisher_loss: str | None = None) -> Path:
+              on_batch: Callable[[int, int], None] | None = None, fisher: bool = True, fisher_loss: str | None = None,
+              layout: str = "auto", block: int = BLOCK, block_dtype: str = "float32") -> Path:
     """Accumulate ``H`` and activation histograms of every planned layer into the folder ``out``.
 
     Resumes an interrupted run with the same inputs; ``overwrite`` discards a different one. The
@@ -216,6 +284,9 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     ``on_batch(group, batch)`` is called after each finished batch (progress hooks, tests).
     ``fisher``: also collect the output-channel loss sensitivities (:mod:`.fisher`, loss
     ``fisher_loss`` or the model kind's default; skipped for custom adapters without a loss).
+    ``layout`` (:data:`LAYOUTS`): ``auto`` keeps full Hessians while they all fit
+    :data:`AUTO_FULL_BYTES`, else stores ``block``-wide diagonal blocks in ``block_dtype``.
+    Peak memory: the float64 sums of one layer group (``max_hessian_bytes``, at least one layer).
     """
     from .fisher import collect_fisher, default_loss
 
@@ -225,8 +296,15 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     if not 1 <= abits <= 16:
         raise UserError(f"activation bits must be in 1..16, got {abits}")
     t_hash = time.perf_counter()
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown Hessian layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = "full" if sum(8 * l.in_features ** 2 for l in adapter.linears) <= AUTO_FULL_BYTES else "blocks"
+    store = {"layout": layout} | ({"block": int(block), "dtype": block_dtype} if layout == "blocks" else {})
     spec = {"model": adapter.name, "model_sha256": adapter.sha256(), "tokens_sha256": tokens.sha256(),
             "abits": abits, "asigned": asigned, "batch_size": batch_size, "layers": [l.name for l in adapter.linears]}
+    if layout != "full":
+        spec["hessian"] = store
     floss = (fisher_loss or default_loss(adapter)) if fisher else None
     if floss:
         spec["fisher_loss"] = floss
@@ -257,7 +335,7 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
                 pbar.advance(n_batches)
                 continue
             _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, (checkpoint_every, checkpoint_s),
-                       early_stop and gi < len(groups) - 1, pbar, on_batch, timing)
+                       early_stop and gi < len(groups) - 1, pbar, on_batch, timing, store)
     finally:
         pbar.stop()
     fmeta = None
@@ -279,13 +357,64 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
         "model": adapter.name, "model_source": adapter.source, "model_sha256": adapter.sha256(), "data": tokens.spec,
         "seed": tokens.spec.get("seed"), "n_tokens": tokens.n_tokens, "device": device, "batch_size": batch_size,
         "abits": abits, "asigned": asigned, "act_scale_rule": ACT_SCALE_RULE, "n_layers": len(layers), "fisher": fmeta,
+        "hessian": store,
         "wall_s": round(time.perf_counter() - t0, 3), "timing_s": {k: round(v, 4) for k, v in timing.items()}} | (extra_meta or {})
     save_calibration_index(out, layers, meta)
     return out
 
 
+def _accumulate(adapter, tokens, group, device, batch_size, abits, asigned, early_stop, start=0, accs=None,
+                after_batch=None) -> dict:
+    """Stream ``tokens`` through the model, summing every layer of ``group`` into an :class:`_Acc`
+    (batches before ``start`` are skipped: resumed from a checkpoint)."""
+    accs = accs or {n: _Acc(n, adapter.layer(n).in_features, abits, asigned, device) for n in group}
+    state = {"mask": None}
+    last = group[-1]
+
+    def hook(m, inputs, output, name):
+        accs[name].add(inputs[0].detach(), state["mask"])
+        if early_stop and name == last:
+            raise _Stop
+
+    hooks = [adapter.layer(n).module.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in group]
+    try:
+        for bi, batch in enumerate(tokens.batches(batch_size, device)):
+            if bi >= start:
+                state["mask"] = batch["attention_mask"].bool()
+                try:
+                    adapter.forward(batch)
+                except _Stop:
+                    pass
+            if after_batch:
+                after_batch(bi, accs, bi < start)
+    finally:
+        for h in hooks:
+            h.remove()
+    return accs
+
+
+def _finish(adapter, name: str, res: dict, store: dict) -> dict:
+    """The tensors of one layer's file: ``WHW_rows`` added for the blocks layout (needs the weight)."""
+    if store.get("layout") == "blocks":
+        W = adapter.layer(name).weight().to(res["H"].device, torch.float64)
+        res["WHW_rows"] = ((W @ res["H"]) * W).sum(1).cpu()
+    return res
+
+
+def recompute_hessians(adapter: ModelAdapter, tokens: TokenBatch, names: list[str], device: str = "cpu",
+                       batch_size: int = 8, abits: int = 8, asigned: bool = True) -> dict[str, torch.Tensor]:
+    """Full float64 ``H`` of the layers ``names`` from the calibration tokens: the same sums over
+    the same batches as :func:`calibrate`, so bit-identical to a stored full Hessian (same device
+    and batch size). What GPTQ uses when the folder keeps only diagonal blocks."""
+    order, calls = execution_order(adapter, next(tokens.batches(1, device)))
+    want = set(names)
+    group = [n for n in order if n in want]
+    accs = _accumulate(adapter, tokens, group, device, batch_size, abits, asigned, max(calls.values()) == 1)
+    return {n: accs[n].result()["H"] for n in group}
+
+
 def _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, checkpoint_every, early_stop,
-               pbar, on_batch, timing: dict) -> None:
+               pbar, on_batch, timing: dict, store: dict | None = None) -> None:
     accs = {n: _Acc(n, adapter.layer(n).in_features, abits, asigned, device) for n in group}
     partial = out / "partial.safetensors"
     start = 0
@@ -297,43 +426,29 @@ def _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asign
             for a in accs.values():
                 a.load(st)
             start = int(md["batches_done"])
-    state = {"mask": None}
-    last = group[-1]
+    every, secs = checkpoint_every
+    ck = {"t": time.perf_counter()}
 
-    def hook(m, inputs, output, name):
-        accs[name].add(inputs[0].detach(), state["mask"])
-        if early_stop and name == last:
-            raise _Stop
-
-    hooks = [adapter.layer(n).module.register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in group]
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    t = t_ckpt = time.perf_counter()
-    try:
-        for bi, batch in enumerate(tokens.batches(batch_size, device)):
-            if bi < start:
-                pbar.advance(1)
-                continue
-            state["mask"] = batch["attention_mask"].bool()
-            try:
-                adapter.forward(batch)
-            except _Stop:
-                pass
-            every, secs = checkpoint_every
-            due = (every and (bi + 1) % every == 0) or time.perf_counter() - t_ckpt >= secs
+    def after(bi, accs_, skipped):
+        if not skipped:
+            due = (every and (bi + 1) % every == 0) or time.perf_counter() - ck["t"] >= secs
             if due and (bi + 1) * batch_size < len(tokens):
-                t_ckpt = time.perf_counter()
-                st = {k: v for a in accs.values() for k, v in a.state().items()}
+                ck["t"] = time.perf_counter()
+                st = {k: v for a in accs_.values() for k, v in a.state().items()}
                 _save_st(partial, st, {"layers": json.dumps(group), "batches_done": str(bi + 1)})
-            pbar.advance(1)
-            if on_batch is not None:
-                on_batch(gi, bi)
-    finally:
-        for h in hooks:
-            h.remove()
+        pbar.advance(1)
+        if on_batch is not None and not skipped:
+            on_batch(gi, bi)
+
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    t = time.perf_counter()
+    _accumulate(adapter, tokens, group, device, batch_size, abits, asigned, early_stop, start, accs, after)
     sync()
     t1 = time.perf_counter()
+    store = store or {"layout": "full"}
     for n, a in accs.items():
-        save_hessian(out, n, a.result())
+        save_hessian(out, n, _finish(adapter, n, a.result(), store), store["layout"], store.get("block", BLOCK),
+                     store.get("dtype", "float32"))
     partial.unlink(missing_ok=True)
     timing["accumulate_s"] += t1 - t
     timing["write_s"] += time.perf_counter() - t1
@@ -385,3 +500,111 @@ def load_hessian(calib_dir: str | Path, layer: str, device: str = "cpu") -> dict
         return load_file(str(p), device=device)
     except Exception as e:
         raise UserError(f"Hessian file {p} is unreadable ({type(e).__name__}); recalibrate") from None
+
+
+def hessian_layout(calib_dir: str | Path, layer: str) -> dict:
+    """``{"layout": "full"}`` or ``{"layout": "blocks", "block": B, "dtype": ...}`` of one layer's
+    file (files written before the blocks layout are full)."""
+    p = hessian_path(calib_dir, layer)
+    if not p.is_file():
+        raise UserError(f"no Hessian for layer {layer!r} in {calib_dir}; recalibrate with this layer planned")
+    with safe_open(str(p), "pt") as f:
+        md = f.metadata() or {}
+    if md.get("layout", "full") == "full":
+        return {"layout": "full"}
+    return {"layout": "blocks", "block": int(md["block"]), "dtype": md.get("dtype", "float32"), "in_features": int(md["in_features"])}
+
+
+def load_hessian_blocks(calib_dir: str | Path, layer: str, width: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(blocks [nb, width, width] float64, diag [K] float64)``: the diagonal blocks of H at
+    column-block ``width`` (the cost tables' tile columns) — sliced from a full H, or from stored
+    blocks when ``width`` divides their width (exact sub-blocks); another width is refused."""
+    lay = hessian_layout(calib_dir, layer)
+    t = load_hessian(calib_dir, layer, device)
+    if lay["layout"] == "full":
+        H = t["H"].to(torch.float64)
+        return diag_blocks(H, width), torch.diagonal(H).clone()
+    B, K = lay["block"], lay["in_features"]
+    if B % width and not (width >= K and B >= K):
+        raise UserError(f"calibration {calib_dir} stores Hessian blocks of width {B}; tile columns {width} must divide it "
+                        f"(use a tile width dividing {B}, or recalibrate with --hessian-block {width} or --hessian full)")
+    Hb = t["H_blocks"].to(torch.float64)
+    if B % width:  # one stored block holds the whole layer
+        return diag_blocks(Hb[0, :K, :K], width), t["H_diag"].to(torch.float64)
+    nb, k = -(-K // width), B // width
+    sub = torch.stack([Hb[:, i * width:(i + 1) * width, i * width:(i + 1) * width] for i in range(k)], 1)
+    return sub.reshape(-1, width, width)[:nb].contiguous(), t["H_diag"].to(torch.float64)
+
+
+def load_row_terms(calib_dir: str | Path, layer: str, W: torch.Tensor, damp: float = 0.0) -> torch.Tensor:
+    """``(W (H + damp·I) Wᵀ)_rr`` [N] float64 — exact from a full H, or from the stored ``WHW_rows``
+    (computed at calibration from the full H) plus ``damp·‖w_r‖²``."""
+    t = load_hessian(calib_dir, layer, str(W.device))
+    W = W.to(torch.float64)
+    if "H" in t:
+        H = t["H"].to(torch.float64)
+        if damp:
+            H = H + damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        return ((W @ H) * W).sum(1)
+    if "WHW_rows" not in t:
+        raise UserError(f"Hessian blocks of layer {layer!r} in {calib_dir} lack WHW_rows; recalibrate")
+    return t["WHW_rows"].to(W.device, torch.float64) + damp * (W * W).sum(1)
+
+
+def block_diagonal_hessian(calib_dir: str | Path, layer: str, device: str = "cpu") -> torch.Tensor:
+    """H [K, K] float64 if the folder keeps it, else the block-diagonal matrix of its stored blocks
+    (what RTN's per-tile scale search and the block-diagonal error read; GPTQ needs the full H:
+    :func:`recompute_hessians`)."""
+    lay = hessian_layout(calib_dir, layer)
+    t = load_hessian(calib_dir, layer, device)
+    if lay["layout"] == "full":
+        return t["H"].to(torch.float64)
+    B, K = lay["block"], lay["in_features"]
+    Hb = t["H_blocks"].to(torch.float64)
+    H = torch.zeros(K, K, dtype=torch.float64, device=Hb.device)
+    for j in range(Hb.shape[0]):
+        k = min(B, K - j * B)
+        H[j * B:j * B + k, j * B:j * B + k] = Hb[j, :k, :k]
+    return H
+
+
+def calibration_tokens(meta: dict, tokenizer, max_length: int | None = None) -> TokenBatch:
+    """The calibration's token batch rebuilt from its ``meta.json`` data spec (same text files or
+    stdlib split, sizes and seed), checked against the recorded ``tokens_sha256``."""
+    from .text import calibration_batch
+
+    d = meta.get("data") or {}
+    if d.get("source") not in ("files", "python-stdlib-docstrings"):
+        raise UserError("this calibration's tokens cannot be rebuilt (made from an in-memory batch); "
+                        "recalibrate with --hessian full, or pass the tokens to recompute_hessians")
+    files = d.get("files") if d["source"] == "files" else None
+    tb = calibration_batch(tokenizer, files, int(d["sequences"]), int(d["seq_len"]), int(d["seed"]), int(d.get("split_seed", 0)),
+                           float(d.get("heldout_frac", 0.2)), max_length=max_length)
+    if tb.sha256() != d.get("tokens_sha256"):
+        raise UserError("the calibration text changed since calibration (token hash differs); recalibrate, or use --hessian full")
+    return tb
+
+
+def convert_calibration(src: str | Path, dst: str | Path, adapter: ModelAdapter, block: int = BLOCK,
+                        dtype: str = "float32") -> Path:
+    """A ``blocks`` copy of a full calibration folder (one layer's H in memory at a time), through
+    :func:`save_hessian` / :func:`save_calibration_index`: shrink an older folder without recalibrating."""
+    import shutil
+
+    meta, layers = load_calibration(src)
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise UserError(f"{dst} exists; remove it or pick another folder")
+    if adapter.sha256() != meta.get("model_sha256"):
+        raise UserError(f"model weights differ from those calibrated in {src} (SHA-256 mismatch)")
+    for lay in layers:
+        t = load_hessian(src, lay["name"])
+        if "H" not in t:
+            raise UserError(f"{src} already stores Hessian blocks")
+        save_hessian(dst, lay["name"], _finish(adapter, lay["name"], dict(t), {"layout": "blocks"}), "blocks", block, dtype)
+    for extra in ("fisher.safetensors",):
+        if (src / extra).is_file():
+            shutil.copy2(src / extra, dst / extra)
+    save_calibration_index(dst, layers, meta | {"hessian": {"layout": "blocks", "block": block, "dtype": dtype},
+                                                "converted_from": str(src)})
+    return dst

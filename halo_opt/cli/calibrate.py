@@ -28,6 +28,10 @@ def calibrate_cmd(
     exclude: Optional[str] = typer.Option(None, "--exclude", help="regex of linears to leave out"),
     layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated explicit layer names"),
     max_hessian_gb: float = typer.Option(4.0, "--max-hessian-gb", help="memory for Hessians per pass (more layers -> more passes)"),
+    hessian: str = typer.Option("auto", "--hessian", help="full (every layer's H, float64: GPTQ reads it) | blocks (only the "
+                                "diagonal blocks cost tables need; GPTQ recomputes H per layer) | auto (full while all fit 4 GB)"),
+    hessian_block: int = typer.Option(128, "--hessian-block", help="block width of --hessian blocks; cost tiles' columns must divide it"),
+    hessian_dtype: str = typer.Option("float32", "--hessian-dtype", help="float32 | float64 storage of the blocks"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a run of other inputs in --out"),
     fisher: bool = typer.Option(True, "--fisher/--no-fisher", help="also collect output-channel loss sensitivities (backward passes) for --error-model fisher"),
     fisher_loss: Optional[str] = typer.Option(None, "--fisher-loss", help="nll (causal LMs) or embedding (encoders); default by model kind"),
@@ -44,6 +48,7 @@ def calibrate_cmd(
     tokens = calibration_batch(adapter.tokenizer, text, sequences, seq_len, seed, split_seed, heldout_frac,
                                max_length=adapter.max_length)
     calibrate(adapter, tokens, out, device=device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
+              layout=hessian, block=hessian_block, block_dtype=hessian_dtype,
               max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress, fisher=fisher, fisher_loss=fisher_loss)
     typer.echo(f"calibrated {len(adapter.linears)} layers of {adapter.name} on {tokens.n_tokens} tokens "
                f"(model sha256 {adapter.sha256()[:12]}) -> {out}")

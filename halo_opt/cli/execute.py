@@ -175,6 +175,42 @@ def tune(
 
 
 @app.command()
+def study(
+    target: str = typer.Option(..., "--target", help="accuracy target, e.g. cosine>=0.99 or ppl<=5%"),
+    scenarios: str = typer.Option("performance,energy,balanced", "--scenarios", help="comma list of scenarios (shipped names or TOML paths)"),
+    solvers: str = typer.Option("lagrange,greedy", "--solvers", help="comma list of planner solvers"),
+    costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
+    out: Path = typer.Option(..., "--out", help="study folder: points/ (one file per finished point; a rerun resumes) and study.json"),
+    budget_min: float = typer.Option(0.0, "--budget-min", help="smallest relative budget ε tried"),
+    budget_max: float = typer.Option(0.2, "--budget-max", help="largest relative budget ε tried"),
+    iters: int = typer.Option(8, "--iters", help="bisection steps"),
+    time_limit: float = typer.Option(30.0, "--time-limit", help="solver time limit per budget, s"),
+    profile: Optional[Path] = _opt["profile"], sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"],
+    seed: int = _opt["seed"], text: Optional[list[Path]] = _opt["text"],
+    ray: Optional[str] = typer.Option(None, "--ray", help="run the points on Ray: local | auto | ADDRESS (needs halo-opt[distributed])"),
+    workers: int = typer.Option(1, "--workers", help="local processes, or the CPUs of --ray local"),
+    threads: int = typer.Option(1, "--threads", help="torch threads per point (the same on every engine: the same numbers)"),
+    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
+) -> None:
+    """The closed loop over scenarios × solvers (`tune` for each pair), serially or on Ray, resumable.
+
+    Example: halo-opt study --target "cosine>=0.99" --scenarios performance,energy --solvers lagrange,greedy --costs runs/costs --calib runs/calib --out runs/study --ray local --workers 4
+    """
+    from ..artifacts import write_json
+    from ..closed_loop import tune_study
+
+    recs = tune_study(costs, calib, model, [x.strip() for x in scenarios.split(",") if x.strip()],
+                      [x.strip() for x in solvers.split(",") if x.strip()], target, out / "points", budget_min, budget_max, iters,
+                      time_limit, seed, method, heldout=sequences, seq_len=seq_len, text=[str(t) for t in text] if text else None,
+                      profile=str(profile) if profile else None, ray=ray, workers=workers, threads=threads, progress=progress)
+    rows = [{k: r.get(k) for k in ("goal", "solver", "budget", "metrics", "test_metrics", "note", "wall_s")} for r in recs]
+    write_json(out / "study.json", {"target": target, "points": rows})
+    ok = [r for r in rows if r["note"] is None]
+    emit(f"{len(ok)}/{len(rows)} (scenario, solver) points tuned to {target} -> {out}/study.json "
+         + "; ".join(f"{r['goal']}/{r['solver']}: ε {r['budget']:.3g}" for r in ok), {"points": rows, "out": str(out)}, as_json)
+
+
+@app.command()
 def perplexity(
     model: str = typer.Option("smollm2-135m", "--model", help="causal LM: a pulled model name or a local Hugging Face folder"),
     text: Optional[list[Path]] = typer.Option(None, "--text", help="text files, joined by blank lines into one stream "

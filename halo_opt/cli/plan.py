@@ -87,14 +87,21 @@ def pareto(
     points: int = typer.Option(12, "--points", help="number of budgets in the sweep"),
     out: Path = typer.Option(Path("pareto"), "--out", help="output folder (points.parquet, plans/, pareto.png)"),
     time_limit: float = typer.Option(30.0, "--time-limit", help="per-point solver time limit, s"),
-    workers: int = typer.Option(1, "--workers", help="parallel processes"),
+    workers: int = typer.Option(1, "--workers", help="parallel processes (with --ray local: the local Ray instance's CPUs)"),
     seed: int = typer.Option(0, "--seed", help="solver random seed"),
+    chunks: int = typer.Option(0, "--chunks", help="warm-started chains per solver (0: --workers); the points depend on it, "
+                               "not on where the chains run"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run the chains on Ray: local (start one here), auto (the running "
+                                      "cluster) or an address (HOST:6379, ray://HOST:10001); needs halo-opt[distributed]"),
     sweep_over: str = typer.Option("budget", "--sweep", help="budget (error ε) or energy_cap (J, at the scenario's budget)"),
     as_json: bool = typer.Option(False, "--json", help="print the points as one JSON object (for scripts)"),
 ) -> None:
     """ε-constraint sweep over the error budget (or the energy cap); writes a Pareto front.
 
+    Every finished point is kept in OUT/points/ (one file each); a rerun with the same arguments resumes.
+
     Example: halo-opt pareto --scenario energy --costs runs/costs --solvers cpsat,lagrange,greedy --points 8 --out runs/pareto
+    On a Ray cluster: halo-opt pareto ... --chunks 16 --ray auto   (after `ray start --head`)
     """
     from ..solve import get_solver
     from ..solve.pareto import sweep, write
@@ -102,14 +109,18 @@ def pareto(
     names = [s.strip() for s in solvers.split(",") if s.strip()]
     for s in names:
         get_solver(s)
-    if points < 2 or workers < 1 or time_limit <= 0:
-        raise UserError("--points must be >= 2, --workers >= 1 and --time-limit > 0")
+    if points < 2 or workers < 1 or time_limit <= 0 or chunks < 0:
+        raise UserError("--points must be >= 2, --workers >= 1, --chunks >= 0 and --time-limit > 0")
+    from ..distributed import check_engine
+
+    check_engine(ray)
     sc, p = _load(scenario, costs, None)
     from ..report.pareto_plot import render_pareto
     from ..report.style import speedup, saving
 
     df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed,
-                      progress=not as_json, costs=costs, scenario=sc.to_dict())
+                      progress=not as_json, costs=costs, scenario=sc.to_dict(), chunks=chunks or None, ray=ray,
+                      store=out / "points")
     base = _baseline(costs)
     write(out, df, plans, p, param=sweep_over, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
                                                      "baseline": base})

@@ -37,6 +37,9 @@ class Context:
     tokenizer: object = None
     max_length: int | None = None
     text_spec: dict = field(default_factory=dict)  # what the held-out batches are (corpus, part, sizes)
+    #: full H for GPTQ when ``hessian_fn`` gives only the block-diagonal part (a blocks calibration)
+    full_hessian_fn: Callable[[str], torch.Tensor] | None = None
+    cache_hessians: bool = True  # False: keep one layer's H at a time (large models)
     _H: dict = field(default_factory=dict)
     _eval: Evaluator | None = None
 
@@ -48,8 +51,17 @@ class Context:
 
     def hessian(self, name: str) -> torch.Tensor:
         if name not in self._H:
+            if not self.cache_hessians:
+                self._H.clear()
             self._H[name] = self.hessian_fn(name)
         return self._H[name]
+
+    def full_hessian(self, name: str) -> torch.Tensor:
+        """The layer's full H (GPTQ): stored, or recomputed by ``full_hessian_fn``."""
+        return self.hessian(name) if self.full_hessian_fn is None else self.full_hessian_fn(name)
+
+    def hessians_for(self, method: str) -> Callable[[str], torch.Tensor]:
+        return self.full_hessian if method == "gptq" else self.hessian
 
     @property
     def evaluator(self) -> Evaluator:
@@ -71,9 +83,31 @@ def context_from_folders(costs_dir: str | Path, calib_dir: str | Path, model_spe
     kind = SUPPORTED.get(ad.kind, "encoder")
     tb = calibration_batch(ad.tokenizer, text, n_sequences, seq_len, seed, part=part, max_length=ad.max_length)
     fwd = getattr(ad, "_forward")
+    hess, full, cache = hessian_fns(calib_dir, ad, device)
     return Context(costs, ad.model, {l.name: l.module for l in ad.linears}, {l.name: l.weight() for l in ad.linears},
-                   lambda n: load_hessian(calib_dir, n).H, kind, fwd, list(tb.batches(8, device)), ad.name, ad.sha256(),
-                   _load_profile(profile) if profile else None, device, ad.tokenizer, ad.max_length, tb.spec)
+                   hess, kind, fwd, list(tb.batches(8, device)), ad.name, ad.sha256(),
+                   _load_profile(profile) if profile else None, device, ad.tokenizer, ad.max_length, tb.spec, full, cache)
+
+
+def hessian_fns(calib_dir: str | Path, adapter, device: str = "cpu"):
+    """``(hessian_fn, full_hessian_fn, cache)`` for a calibration folder: a full-H folder gives H
+    (cached); a blocks folder gives the block-diagonal H of its blocks (RTN, the block-diagonal
+    error) and recomputes a layer's full H for GPTQ from the calibration tokens (one layer held
+    at a time)."""
+    from ..calibration.hessian import block_diagonal_hessian, calibration_tokens, hessian_layout, load_calibration, recompute_hessians
+
+    meta, layers = load_calibration(calib_dir)
+    if not layers or hessian_layout(calib_dir, layers[0]["name"])["layout"] == "full":
+        return (lambda n: load_hessian(calib_dir, n).H), None, True
+    box = {}
+
+    def full(n):
+        if "tokens" not in box:
+            box["tokens"] = calibration_tokens(meta, adapter.tokenizer, adapter.max_length)
+        return recompute_hessians(adapter, box["tokens"], [n], device, int(meta.get("batch_size", 8)), int(meta.get("abits", 8)),
+                                  bool(meta.get("asigned", True)))[n].cpu()
+
+    return (lambda n: block_diagonal_hessian(calib_dir, n)), full, False
 
 
 def _load_profile(path: str):
@@ -126,7 +160,7 @@ def quantized(ctx: Context, ex: Execution) -> torch.nn.Module:
 def run_plan(ctx: Context, plan: dict, method: str = "rtn", blocksize: int = 128, progress: bool = False) -> tuple[Execution, dict]:
     """Quantize per plan and evaluate on the held-out batches: ``(execution, metrics)``."""
     check_model(ctx, plan)
-    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessian, method, ctx.device, blocksize, progress)
+    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress)
     return ex, ctx.evaluator(quantized(ctx, ex))
 
 
@@ -186,6 +220,6 @@ def run_baselines(ctx: Context, which: list[str], blocksize: int = 128, progress
         bits, _, method = w.partition("-")
         if bits not in ("int8", "int4") or method not in ("rtn", "gptq"):
             raise UserError(f"unknown baseline '{w}'; use int8-rtn, int8-gptq, int4-rtn or int4-gptq")
-        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessian, method, ctx.device, blocksize, progress)
+        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress)
         out[w] = ctx.evaluator(quantized(ctx, ex))
     return out

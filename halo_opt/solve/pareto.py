@@ -2,8 +2,10 @@
 
 For each solver the sweep values are sorted so that every point relaxes the previous one
 (ascending budget / cap): the previous plan stays feasible and is handed in as ``hint``.
-The values are split into ``workers`` contiguous chunks run in separate processes (each
-chunk warm-starts along itself). Every point is one run of the planner stage
+The values are split into ``chunks`` contiguous chains (default ``workers``), each a job of
+:func:`halo_opt.distributed.run_jobs` (serial, local processes or Ray; each chain warm-starts
+along itself, so the points depend on the chains, not on where they ran); every finished point
+is kept in a store and a rerun resumes. Every point is one run of the planner stage
 (:func:`.planner.plan`: cpsat with the Lagrangian hint) and keeps its plan file
 (``plans/<solver>-<k>.json``, contract §6, runnable with ``halo-opt execute``); a point is *dominated* if another point (any
 solver) has no more error (energy, for an energy-cap sweep) and no more objective, one of
@@ -13,7 +15,7 @@ them strictly less.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,67 +67,139 @@ def default_energy_caps(p: Problem, points: int) -> np.ndarray:
     return np.geomspace(lo * (1 + 1e-6), max(hi, lo * 1.001), points)
 
 
-def _run_chunk(args):
-    p, solver, param, values, time_limit, seed, costs, scenario = args
+def _chain(solver: str, param: str, values: list[float], keys: list[str], time_limit: float, seed: int, store: str,
+           costs: str | None, scenario: dict, problem: Problem | None = None) -> None:
+    """One warm-started chain of a sweep (a job of :func:`halo_opt.distributed.run_jobs`): each
+    value relaxes the previous one, whose plan is the next point's hint. Every finished point is
+    written to ``store`` as ``{"row", "plan", "wall_s"}``; finished points are skipped (their plan
+    is still the next hint, rebuilt exactly from the plan file). ``problem`` (in-process only) or
+    the problem built from ``costs`` + ``scenario``."""
+    from ..distributed import Store
     from .planner import plan
 
-    hint, rows = None, []
-    for val in values:
+    st = Store(store)
+    if problem is None:
+        from .build import build_problem
+        from .scenario import from_dict
+
+        problem = build_problem(costs, from_dict(scenario))
+    p, hint = problem, None
+    for val, key in zip(values, keys):
         if param == "budget":
             q, sc = p.with_budget(val), dict(scenario, budget=float(val))
         else:
             q, sc = p.replace(energy_cap=float(val)), dict(scenario, energy_cap_j=float(val))
+        rec = st.get(key)
+        if rec is not None:
+            if rec["plan"] is not None:
+                hint = assignment_from_plan(q, rec["plan"])
+            elif rec["row"]["status"] in ("optimal", "feasible") and "assignment" in rec:
+                hint = _assignment(rec["assignment"])
+            continue
         pl = plan(q, solver, costs=costs, scenario=sc, time_limit=time_limit, workers=1, seed=seed, hint=hint, strict=False)
         r = pl.result
         row = {"solver": solver, param: float(val), "status": r.status, "objective": r.objective,
                "bound": r.bound, "gap": r.gap, "wall_s": r.wall_s,
                "latency_s": math.nan, "energy_j": math.nan, "error": math.nan, "error_rel": math.nan}
+        rec = {"row": row, "plan": pl.to_dict() if pl.file is not None else None, "wall_s": r.wall_s}
         if pl.ok:
             ev = evaluate(q, r.assignment)
             row.update(latency_s=ev.latency, energy_j=ev.energy, error=ev.error, error_rel=q.relative(ev.error))
             hint = r.assignment
-        rows.append((row, pl.to_dict() if pl.file is not None else None))
-    return rows
+            if pl.file is None:  # no cost folder: keep the hint for a resumed chain
+                rec["assignment"] = {"counts": r.assignment.counts.tolist(), "level": r.assignment.level.tolist()}
+        st.put(key, rec)
+
+
+def _assignment(d: dict):
+    from .problem import Assignment
+
+    return Assignment(np.asarray(d["counts"]), np.asarray(d["level"]))
+
+
+def assignment_from_plan(p: Problem, plan: dict):
+    """The :class:`Assignment` a plan file (contract §6) records for problem ``p``: tiles per
+    (group, codebook) and each domain's level — exactly the solve's assignment."""
+    from .problem import Assignment
+
+    cb = {n: i for i, n in enumerate(p.codebook_names)}
+    lv = {n: i for i, n in enumerate(p.level_names)}
+    tg = p.tile_group if p.tile_group is not None else np.arange(p.G)
+    c = np.array([cb[n] for n in plan["tile_codebook"]], dtype=np.int64)
+    counts = np.zeros((p.G, p.C), dtype=np.int64)
+    np.add.at(counts, (np.asarray(tg), c), 1)
+    dom = {d["domain"]: lv[d["level"]] for d in plan["domains"]}
+    return Assignment(counts, np.array([dom[n] for n in p.domain_names], dtype=np.int64))
 
 
 def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: str = "budget",
           time_limit: float = 30.0, workers: int = 1, seed: int = 0, progress: bool = False, *,
-          costs: str | Path | None = None, scenario: dict | None = None):
+          costs: str | Path | None = None, scenario: dict | None = None, chunks: int | None = None,
+          ray: str | None = None, store: str | Path | None = None):
     """Return (DataFrame of points, list of plan dicts (contract §6; None without a plan or
     without ``costs``), row-aligned). Each point is :func:`.planner.plan` (cpsat with the
-    Lagrangian hint), warm-started from the previous point's plan."""
+    Lagrangian hint), warm-started from the previous point of its chain: per solver the sorted
+    values are split into ``chunks`` contiguous chains (default ``workers``). The chains run
+    through :func:`halo_opt.distributed.run_jobs`: serially, in ``workers`` local processes, or on
+    Ray (``ray``: ``local`` | ``auto`` | an address; needs ``costs`` and ``scenario``, from
+    which each task builds the problem). The result depends on the chains, not on where they
+    ran. ``store``: a folder keeping one file per finished point; a rerun resumes from it."""
+    import tempfile
+
     import pandas as pd
 
+    from ..distributed import Job, Store, check_engine, run_jobs
     from . import get_solver
 
     for s in solvers:
         get_solver(s)
     if param not in ("budget", "energy_cap"):
         raise UserError(f"unknown sweep parameter {param!r}; use budget or energy_cap")
+    check_engine(ray)
+    if ray is not None and (costs is None or scenario is None):
+        raise UserError("a sweep on Ray needs the cost folder and the scenario (tasks build the problem from them)")
     if values is None:
         values = default_budgets(p, points, time_limit) if param == "budget" else default_energy_caps(p, points)
     values = np.sort(np.asarray(values, float))
-    n_chunks = max(1, min(int(workers), len(values)))
+    n_chunks = max(1, min(int(chunks or workers), len(values)))
     sc = dict(scenario or {})
-    tasks = [(p, s, param, chunk, time_limit, seed, None if costs is None else str(costs), sc) for s in solvers
-             for chunk in np.array_split(values, n_chunks) if len(chunk)]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=int(workers)) as ex:
-            outs = list(_progress(ex.map(_run_chunk, tasks), len(tasks), progress))
-    else:
-        outs = [_run_chunk(t) for t in _progress(tasks, len(tasks), progress)]
-    rows = [r for out in outs for r in out]
-    df = pd.DataFrame([r for r, _ in rows])
-    plans = [pl for _, pl in rows]
+    engine = ray if ray is not None else ("processes" if workers > 1 else None)
+    tmp = None
+    if store is None:
+        tmp = tempfile.TemporaryDirectory(prefix="halo-pareto-")
+        store = tmp.name
+    st = Store(store)
+    try:
+        st.open({"solvers": list(solvers), "param": param, "values": values.tolist(), "chunks": n_chunks,
+                 "time_limit": time_limit, "seed": seed, "scenario": sc, "costs": None if costs is None else _sha(costs)})
+        jobs, order = [], []
+        for s in solvers:
+            idx = np.array_split(np.arange(len(values)), n_chunks)
+            for ch in idx:
+                if not len(ch):
+                    continue
+                keys = [f"{s}-{k:03d}" for k in ch]
+                order += keys
+                jobs.append(Job(_chain, {"solver": s, "param": param, "values": values[ch].tolist(), "keys": keys,
+                                         "time_limit": time_limit, "seed": seed, "store": str(st.dir),
+                                         "costs": None if costs is None else str(costs), "scenario": sc,
+                                         "problem": None if ray is not None else p}, keys))
+        run_jobs(jobs, st, engine, workers, progress, "pareto sweep (solver x budget)")
+        recs = [st.get(k) for k in order]
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    df = pd.DataFrame([r["row"] for r in recs])
+    plans = [r["plan"] for r in recs]
     x = df["error_rel"] if param == "budget" else df["energy_j"]
     df["dominated"] = dominated(x.to_numpy(), df["objective"].to_numpy())
     return df, plans
 
 
-def _progress(it, total, on):
-    from ..progress import track
+def _sha(costs) -> str:
+    from ..artifacts import sha256_file
 
-    yield from track(it, "pareto sweep (solver x budget chunks)", on, total=total)
+    return sha256_file(Path(costs) / "meta.json")
 
 
 def dominated(err: np.ndarray, obj: np.ndarray) -> np.ndarray:
@@ -159,5 +233,7 @@ def write(out_dir: str | Path, df, plans, p: Problem, param: str = "budget", met
             names.append(n)
         df = df.assign(plan=names)
         df.to_parquet(tmp / "points.parquet", index=False)
+        if (out_dir / "points").is_dir():  # the sweep's store of finished points (resume), kept with the front
+            shutil.copytree(out_dir / "points", tmp / "points")
         write_json(tmp / "pareto.json", {"param": param, "normaliser": p.normaliser, **(meta or {})})
     return out_dir

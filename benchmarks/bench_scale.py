@@ -1,0 +1,297 @@
+"""Scale: a LLaMA-shaped random model end to end with bounded memory, and Ray scaling of sweeps.
+
+``e2e``: a LLaMA-2-7B- (or 13B-, or tiny-) shaped ``LlamaForCausalLM`` with random fp16 weights,
+built in memory (no checkpoint on disk), then calibrate (``layout="blocks"``: float32 diagonal
+blocks of width 128 + diag H + (W H Wᵀ)_rr, float64 sums of one layer group on the GPU) → cost
+tables (tile 128, the shipped built-in array profile's codebooks) → plan (lagrange, the
+performance scenario at ε = 1 %) → execute: RTN on every layer per plan, and GPTQ per plan on one
+block (full H recomputed from the calibration tokens, :func:`recompute_hessians`) side by side
+with a plain GPTQ loop (uniform 4-bit, per-row min-max scale) on the same layers and the same
+H. Per stage: wall time, peak GPU memory (``max_memory_allocated``), peak host RSS (sampled
+every 20 ms) and disk. ``--stages calib,costs`` stops after the cost tables (13B).
+
+``sweep``: a Pareto sweep of the synthetic ``llama2-7b`` cost folder (395k tiles) on a local Ray
+instance with ``--workers`` CPUs (one single-threaded worker each), ``--chunks`` chains.
+``study``: the MiniLM closed-loop study (:func:`halo_opt.closed_loop.tune_study`) likewise.
+
+    python benchmarks/bench_scale.py e2e --shape 7b --device cuda --out runs/scale7b
+    python benchmarks/bench_scale.py e2e --shape 13b --device cuda --stages calib,costs --out runs/scale13b
+    python benchmarks/bench_scale.py sweep --workers 8 --out runs/sweep
+    python benchmarks/bench_scale.py study --workers 8 --out runs/study
+    python benchmarks/bench_scale.py e2e --shape tiny --out /tmp/t      # CPU smoke of the same code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {  # hidden, intermediate, layers, heads, vocab
+    "tiny": (64, 172, 2, 4, 1000),
+    "7b": (4096, 11008, 32, 32, 32000),
+    "13b": (5120, 13824, 40, 40, 32000),
+}
+INCLUDE = r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+def rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def du(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
+
+
+class Stage:
+    """Wall time, peak GPU memory and peak host RSS of a ``with`` block."""
+
+    rows: list = []
+
+    def __init__(self, name: str, device: str):
+        self.name, self.cuda = name, device.startswith("cuda")
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.peak, self.stop = rss(), False
+        self.th = threading.Thread(target=self._sample, daemon=True)
+        self.th.start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def _sample(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss())
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - self.t0
+        self.stop = True
+        self.th.join()
+        row = {"stage": self.name, "wall_s": round(wall, 2), "host_peak_gb": round(self.peak / 2**30, 2),
+               "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None}
+        Stage.rows.append(row)
+        print(json.dumps(row), flush=True)
+        return False
+
+
+def build_model(shape: str, device: str):
+    import transformers as tf
+
+    h, inter, n, heads, vocab = SHAPES[shape]
+    cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=h, intermediate_size=inter, num_hidden_layers=n,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        model = tf.LlamaForCausalLM._from_config(cfg, torch_dtype=dtype)
+    return model.eval()
+
+
+def tokens(n: int, seq_len: int, vocab: int):
+    from halo_opt.calibration.text import TokenBatch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, vocab, (n, seq_len), generator=g)
+    tb = TokenBatch(ids, torch.ones_like(ids), {"source": "random", "sequences": n, "seq_len": seq_len, "seed": 0})
+    return tb
+
+
+def plain_gptq(W: torch.Tensor, H: torch.Tensor, bits: int = 4, blocksize: int = 128) -> torch.Tensor:
+    """The reference GPTQ loop (Frantar et al., gptq.py): uniform ``bits`` grid, per-row min-max
+    scale, lazy batch updates; ``H`` damped. Returns the dequantized weights."""
+    W = W.to(torch.float32).clone()
+    H = H.to(W.device, torch.float32)
+    N, K = W.shape
+    qmax = 2 ** (bits - 1) - 1
+    s = (W.abs().amax(1) / qmax).clamp_min(1e-12)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, K, blocksize):
+        i2 = min(i1 + blocksize, K)
+        W1, Q1, E1, U1 = W[:, i1:i2].clone(), torch.zeros(N, i2 - i1, device=W.device), torch.zeros(N, i2 - i1, device=W.device), Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = torch.clamp(torch.round(w / s), -qmax - 1, qmax) * s
+            Q1[:, i] = q
+            err = (w - q) / U1[i, i]
+            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+            E1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= E1 @ Hinv[i1:i2, i2:]
+    return Q
+
+
+def e2e(a) -> dict:
+    from halo_opt.calibration import calibrate, from_module
+    from halo_opt.calibration.hessian import block_diagonal_hessian, recompute_hessians
+    from halo_opt.costs import build_costs
+    from halo_opt.execute.apply import ScaleSearch, TileGrid, add_damping, tile_codes
+    from halo_opt.execute.gptq import quantize_gptq
+    from halo_opt.execute.inputs import load_costs
+    from halo_opt.execute.run import quantize_layers
+    from halo_opt.paths import data_dir, formulations_dir
+    from halo_opt.planfile import load_plan
+    from halo_opt.solve.build import build_problem
+    from halo_opt.solve.planner import plan
+    from halo_opt.solve.scenario import load_scenario
+
+    out, dev = a.out, a.device
+    stages = a.stages.split(",")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    res = {"shape": a.shape, "device": dev, "gpu": torch.cuda.get_device_name() if dev.startswith("cuda") else None,
+           "host": platform.node(), "cores": os.cpu_count(), "torch": torch.__version__, "tokens": a.sequences * a.seq_len}
+    with Stage("build model (random fp16, in memory)", dev):
+        model = build_model(a.shape, dev)
+        fwd = lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits  # noqa: E731
+        ad = from_module(model, fwd, name=f"llama-{a.shape}-random", include=INCLUDE)
+        tb = tokens(a.sequences, a.seq_len, SHAPES[a.shape][4])
+        ad.sha256()
+    res["layers"] = len(ad.linears)
+    res["params_planned"] = sum(l.in_features * l.out_features for l in ad.linears)
+    kmax = max(l.in_features for l in ad.linears)
+    res["one_layer_full_H_gb"] = 8 * kmax ** 2 / 2**30
+    res["all_full_H_gb"] = sum(8 * l.in_features ** 2 for l in ad.linears) / 2**30
+    with Stage("calibrate (blocks, float32, width 128)", dev):
+        calibrate(ad, tb, out / "calib", device=dev, batch_size=a.batch, layout="blocks", block=128, fisher=False,
+                  max_hessian_bytes=max(int(a.group_gb * 2**30), 8 * kmax ** 2), progress=False)
+    res["disk_calib_gb"] = du(out / "calib") / 2**30
+    prof = data_dir() / "profiles" / "int8_signed_array_builtin"
+    with Stage("cost tables (tile 128, 19 codebooks)", dev):
+        build_costs(out / "calib", prof, out / "costs", "tpu_like", (128, 128), model=ad, device=dev, progress=False)
+    res["disk_costs_gb"] = du(out / "costs") / 2**30
+    if "plan" in stages:
+        with Stage("plan (lagrange, performance, eps 1%)", "cpu"):
+            sc = load_scenario(formulations_dir() / "performance.toml").with_overrides(budget=0.01)
+            p = build_problem(out / "costs", sc)
+            pl = plan(p, "lagrange", costs=out / "costs", scenario=sc.to_dict(), time_limit=60)
+            pl.save(out / "plan.json")
+        res["plan"] = {"tiles": p.n_tiles, "status": pl.result.status, "wall_s": pl.result.wall_s,
+                       "codebooks_used": sorted(set(pl.to_dict()["tile_codebook"]))}
+    if "execute" in stages:
+        c = load_costs(out / "costs")
+        pd_ = load_plan(out / "plan.json").to_dict()
+        weights = {l.name: l.weight() for l in ad.linears}
+        with Stage("execute RTN per plan, every layer", dev):
+            ex = quantize_layers(weights, lambda n: block_diagonal_hessian(out / "calib", n), c, pd_["tile_codebook"],
+                                 pd_["codebooks"], "rtn", dev)
+        res["rtn_layers"] = len(ex.layers)
+        del ex
+        block = [l.name for l in ad.linears][:7]
+        with Stage("recompute full H of block 0 (7 layers)", dev):
+            Hs = recompute_hessians(ad, tb, block, dev, a.batch)
+        codes, search = tile_codes(pd_["codebooks"], dev), ScaleSearch.from_meta(c.meta)
+        Hd = {n: add_damping(Hs[n].to(dev), c.damp(n)) for n in block}
+        with Stage("GPTQ per plan, block 0", dev):
+            for n in block:
+                W = weights[n].to(dev)
+                quantize_gptq(n, W, Hd[n], TileGrid.from_tiles(n, c.layer_tiles(n), tuple(W.shape)), pd_["tile_codebook"],
+                              codes, scales=search)
+        with Stage("plain GPTQ loop (uniform INT4), block 0", dev):
+            for n in block:
+                plain_gptq(weights[n].to(dev), Hd[n])
+    res["disk_total_gb"] = du(out) / 2**30
+    res["stages"] = Stage.rows
+    return res
+
+
+def sweep(a) -> dict:
+    from halo_opt.paths import formulations_dir
+    from halo_opt.solve.build import build_problem
+    from halo_opt.solve.pareto import sweep as run_sweep
+    from halo_opt.solve.scenario import load_scenario
+    from halo_opt.solve.synthetic import write_costs
+
+    costs = a.out / "costs"
+    if not (costs / "meta.json").is_file():
+        write_costs(costs, a.model, n_codebooks=6, n_levels=5, seed=0)
+    sc = load_scenario(formulations_dir() / f"{a.goal}.toml")
+    p = build_problem(costs, sc)
+    t0 = time.perf_counter()
+    df, _ = run_sweep(p, a.solvers.split(","), points=a.points, time_limit=60, workers=a.workers, costs=costs,
+                      scenario=sc.to_dict(), chunks=a.chunks, ray=a.ray, store=a.out / f"points-{a.ray}-{a.workers}", progress=True)
+    wall = time.perf_counter() - t0
+    return {"what": "pareto sweep", "model": a.model, "tiles": p.n_tiles, "points": len(df), "solvers": a.solvers,
+            "chunks": a.chunks, "engine": a.ray or "serial", "workers": a.workers, "wall_s": wall,
+            "sum_point_wall_s": float(df["wall_s"].sum()), "objective_sum": float(df["objective"].sum()),
+            "cores": os.cpu_count(), "load": os.getloadavg()}
+
+
+def study(a) -> dict:
+    from halo_opt.calibration import calibrate, calibration_batch, load_model
+    from halo_opt.closed_loop import tune_study
+    from halo_opt.costs import build_costs
+    from halo_opt.paths import data_dir
+
+    calib, costs = a.out / "calib", a.out / "costs"
+    prof = data_dir() / "profiles" / "int8_signed_array_builtin"
+    t0 = time.perf_counter()
+    if not (costs / "meta.json").is_file():
+        ad = load_model("minilm")
+        calibrate(ad, calibration_batch(ad.tokenizer, None, 64, 128, 0, max_length=ad.max_length), calib, device=a.device,
+                  fisher=False, progress=False)
+        build_costs(calib, prof, costs, "tpu_like", (64, 64), model=ad, device=a.device, progress=False)
+    prep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    recs = tune_study(costs, calib, "minilm", a.goals.split(","), a.solvers.split(","), a.target, a.out / f"points-{a.ray}-{a.workers}",
+                      0.0, 0.05, a.iters, 20, heldout=a.heldout, seq_len=128, profile=str(prof), ray=a.ray, workers=a.workers)
+    wall = time.perf_counter() - t0
+    return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": a.goals, "solvers": a.solvers, "iters": a.iters,
+            "heldout": a.heldout, "engine": a.ray or "serial", "workers": a.workers, "prep_s": prep, "wall_s": wall,
+            "sum_point_wall_s": sum(r["wall_s"] for r in recs), "budgets": [r.get("budget") for r in recs],
+            "cores": os.cpu_count(), "load": os.getloadavg()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["e2e", "sweep", "study"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--shape", default="tiny", choices=list(SHAPES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--stages", default="calib,costs,plan,execute")
+    ap.add_argument("--sequences", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--group-gb", type=float, default=2.0, help="float64 Hessian sums held per calibration pass (>= one layer)")
+    ap.add_argument("--model", default="llama2-7b", help="sweep: synthetic cost model")
+    ap.add_argument("--goal", default="energy")
+    ap.add_argument("--goals", default="performance,energy,balanced,baseline_int4,baseline_int8")
+    ap.add_argument("--solvers", default="lagrange")
+    ap.add_argument("--target", default="cosine>=0.99")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--heldout", type=int, default=8)
+    ap.add_argument("--points", type=int, default=24)
+    ap.add_argument("--chunks", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--ray", default="local")
+    a = ap.parse_args()
+    if a.ray in ("none", "serial"):
+        a.ray = None
+    res = {"e2e": e2e, "sweep": sweep, "study": study}[a.what](a)
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = json.dumps(res, indent=1, default=str)
+    print(text)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
