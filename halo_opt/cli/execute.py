@@ -84,6 +84,8 @@ _opt = dict(
     blocksize=typer.Option(128, "--blocksize", help="GPTQ lazy-batch block size (columns)"),
     progress=typer.Option(True, "--progress/--no-progress", help="show progress (bars on a terminal, one line per step in logs)"),
     as_json=typer.Option(False, "--json", help="print the result as one JSON object (for scripts)"),
+    world=typer.Option(1, "--world", help="processes quantizing the layers (CPU: gloo; --device cuda: one GPU each, NCCL); "
+                       "codes and scales are bitwise those of one process"),
 )
 
 
@@ -95,6 +97,7 @@ def execute(
     profile: Optional[Path] = _opt["profile"], sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"],
     seed: int = _opt["seed"], text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"],
     blocksize: int = _opt["blocksize"], progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
+    world: int = _opt["world"],
 ) -> None:
     """Apply a plan (RTN or GPTQ per tile codebook), evaluate on held-out text, validate, export.
 
@@ -104,14 +107,21 @@ def execute(
     from ..execute.inputs import check_plan, load_costs, load_plan
     from ..execute.pipeline import run_plan
 
+    from ..execute.distributed import with_pool
+
     p = load_plan(plan)
     check_plan(p, load_costs(costs))  # fail fast (another cost folder / profile) before loading the model
-    ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
-    ex, metrics = run_plan(ctx, p, method, blocksize, progress)
-    meta = {"meta": provenance(plan_sha256=sha256_file(plan), costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256,
-                               method=method, sequences=sequences, seq_len=seq_len, seed=seed),
-            "plan": str(plan), "costs": str(costs)}
-    rep = _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
+
+    def flow(pool, dev):
+        ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, dev)
+        ctx.pool = pool
+        ex, metrics = run_plan(ctx, p, method, blocksize, progress)
+        meta = {"meta": provenance(plan_sha256=sha256_file(plan), costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256,
+                                   method=method, sequences=sequences, seq_len=seq_len, seed=seed),
+                "plan": str(plan), "costs": str(costs)}
+        return ctx, _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
+
+    ctx, rep = with_pool(world, device, costs, calib, model, flow)
     line, data = _summary(rep, ctx)
     emit(f"{line} -> {out}/report.md", data | {"out": str(out)}, as_json)
 
