@@ -226,7 +226,14 @@ def run_world(world: int, device: str, prepare: Callable[[Shard, dict], Any], ru
         w.start()
         try:
             result = main(shard, state)
+        except UserError:
+            raise
         except Exception:
+            stop.set()
+            w.join()
+            t_end = time.perf_counter() + 10  # a peer's failure may be why this rank failed: wait for its report
+            while not errors and time.perf_counter() < t_end and any(p.is_alive() for p in procs):
+                collect("done", 0.5)
             if errors:
                 raise_first()
             raise

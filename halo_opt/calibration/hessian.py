@@ -294,6 +294,7 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
         return out
     for stale in out.glob("partial*.safetensors"):  # left by an interrupted run with another --world
         stale.unlink(missing_ok=True)
+    if floss:
         from .fisher import load_fisher
 
         fmeta = {"loss": floss, "n_units": load_fisher(out)[0]["n_units"], "file": "fisher.safetensors"}
