@@ -117,12 +117,12 @@ def _resolve(ref: str):
 
 
 def calibrate_world(inputs, inputs_args: dict, out: str | Path, world: int = 1, device: str = "cpu",
-                    threads: int | None = None, **calibrate_kw) -> tuple[str, int, str, int]:
+                    threads: int | None = None, **calibrate_kw) -> tuple[str, int, str, int] | None:
     """Calibrate on ``world`` processes of this host: ``inputs(shard, inputs_args) -> (adapter, tokens)``
     is a top-level function every process calls to build its own model and tokens
     (:func:`cli_inputs` for the CLI's options); ``calibrate_kw`` as :func:`.hessian.calibrate`
     (JSON-able values). Under torchrun (``WORLD_SIZE`` set) the group comes from the environment.
-    Returns ``(out, n_layers, model name, n_tokens)``."""
+    Returns ``(out, n_layers, model name, n_tokens)`` (None on torchrun's other ranks)."""
     from ..distributed import _ref
 
     a = {"inputs": _ref(inputs), "inputs_args": inputs_args, "out": str(out), "calibrate": calibrate_kw}
@@ -133,7 +133,8 @@ def calibrate_world(inputs, inputs_args: dict, out: str | Path, world: int = 1, 
         from ..distributed import _close
 
         try:
-            return _run(shard, _prepare(shard, a))
+            res = _run(shard, _prepare(shard, a))
+            return res if shard.main else None
         finally:
             _close()
     return run_world(world, device, _prepare, _run, a, threads)

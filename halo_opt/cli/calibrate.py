@@ -46,12 +46,16 @@ def calibrate_cmd(
     inputs = {"model": model, "include": include, "exclude": exclude, "layers": layers.split(",") if layers else None,
               "text": [str(t) for t in text] if text else None, "sequences": sequences, "seq_len": seq_len, "seed": seed,
               "split_seed": split_seed, "heldout_frac": heldout_frac}
-    out_s, n_layers, name, n_tokens = calibrate_world(
+    res = calibrate_world(
         cli_inputs, inputs, out, world, device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
         max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress, fisher=fisher,
         fisher_loss=fisher_loss)
+    if res is None:  # another rank of torchrun: rank 0 reports
+        return
+    _, n_layers, name, n_tokens = res
     from ..calibration import load_calibration
 
-    sha = load_calibration(out)[0]["model_sha256"]
-    typer.echo(f"calibrated {n_layers} layers of {name} on {n_tokens} tokens (model sha256 {sha[:12]})"
-               + (f" on {world} processes" if world > 1 else "") + f" -> {out}")
+    meta = load_calibration(out)[0]
+    w = (meta.get("distributed") or {}).get("world", 1)
+    typer.echo(f"calibrated {n_layers} layers of {name} on {n_tokens} tokens (model sha256 {meta['model_sha256'][:12]})"
+               + (f" on {w} processes" if w > 1 else "") + f" -> {out}")
