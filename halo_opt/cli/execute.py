@@ -140,7 +140,7 @@ def tune(
     baselines: str = _opt["baselines"], export: str = _opt["export"], profile: Optional[Path] = _opt["profile"],
     sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"], seed: int = _opt["seed"],
     text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"], blocksize: int = _opt["blocksize"],
-    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
+    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"], world: int = _opt["world"],
 ) -> None:
     """Largest error budget whose plan meets --target on the tuning split (planner ∘ executor, bisection);
     the chosen plan is reported on the disjoint test split (held-out text is halved: tuning | test).
@@ -158,23 +158,31 @@ def tune(
     from ..execute.pipeline import context_from_folders, split_batches
     from ..paths import scenario_file
 
+    from ..execute.distributed import with_pool
+
     sc0 = load_scenario(scenario_file(scenario))
     txt = [str(t) for t in text] if text else None
-    ctx = context_from_folders(costs, calib, model, sequences, seq_len, seed, txt, str(profile) if profile else None, device, part="tuning")
-    test_ctx = ctx.with_heldout(split_batches(ctx, txt, "test", sequences, seq_len, seed))
-    res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
-                      progress=(lambda m: typer.echo(m, err=True)) if progress else None)
-    if not as_json:
-        typer.echo(f"enforced on the tuning split: {res.enforced}")
-    ex, m = run_plan(test_ctx, res.plan, method, blocksize, progress)  # the chosen plan on the test split
-    meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
-                               solver=solver, scenario=str(scenario)),
-            "plan": f"tuned budget {res.budget:.6g} (report on the test split)", "costs": str(costs),
-            "tune": {"target": target, "enforced": res.enforced, "budget": res.budget, "history": res.history}}
-    rec = {"target": target, "enforced": res.enforced, "budget": res.budget, "tuning_metrics": res.metrics, "test_metrics": m,
-           "meets_on_test": meets(m, parse_target(target)), "tuning_text": ctx.text_spec,
-           "test_text": {"part": "test", "sequences": sequences, "seq_len": seq_len}, "history": res.history}
-    rep = _write(out, test_ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta, {"tune.json": rec})
+
+    def flow(pool, dev):
+        ctx = context_from_folders(costs, calib, model, sequences, seq_len, seed, txt, str(profile) if profile else None, dev, part="tuning")
+        ctx.pool = pool
+        test_ctx = ctx.with_heldout(split_batches(ctx, txt, "test", sequences, seq_len, seed))
+        res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
+                          progress=(lambda m: typer.echo(m, err=True)) if progress else None)
+        if not as_json:
+            typer.echo(f"enforced on the tuning split: {res.enforced}")
+        ex, m = run_plan(test_ctx, res.plan, method, blocksize, progress)  # the chosen plan on the test split
+        meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
+                                   solver=solver, scenario=str(scenario)),
+                "plan": f"tuned budget {res.budget:.6g} (report on the test split)", "costs": str(costs),
+                "tune": {"target": target, "enforced": res.enforced, "budget": res.budget, "history": res.history}}
+        rec = {"target": target, "enforced": res.enforced, "budget": res.budget, "tuning_metrics": res.metrics, "test_metrics": m,
+               "meets_on_test": meets(m, parse_target(target)), "tuning_text": ctx.text_spec,
+               "test_text": {"part": "test", "sequences": sequences, "seq_len": seq_len}, "history": res.history}
+        rep = _write(out, test_ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta, {"tune.json": rec})
+        return test_ctx, res, rec, rep
+
+    test_ctx, res, rec, rep = with_pool(world, device, costs, calib, model, flow)
     line, data = _summary(rep, test_ctx)
     emit(f"budget ε {res.budget:.3g} meets {target} on the tuning split ({len(res.history)} budgets tried, {solver}); "
          f"on the test split it {'meets' if rec['meets_on_test'] else 'MISSES'} it: {line} -> {out}/report.md",
