@@ -63,16 +63,18 @@ class Shard:
 
 def rank_device(device: str, rank: int, world: int) -> tuple[str, str]:
     """``(device of this rank, backend)``: ``cuda`` -> ``cuda:rank`` with NCCL, else CPU with gloo."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available; use --device cpu")
+    if world == 1:  # one process: the device as given (cuda:1, ...)
+        return device, "none"
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device} requested but CUDA is not available; use --device cpu")
         n = torch.cuda.device_count()
         if world > n:
             raise UserError(f"--world {world} needs {world} GPUs (one per process) but this host has {n}; "
                             f"use --world {n} or --device cpu")
         return f"cuda:{rank}", "nccl"
     if device != "cpu":
-        raise UserError(f"unknown device {device!r}; use cpu or cuda")
+        raise UserError(f"--world {world} runs on cpu or cuda, not {device!r}; use --device cpu or cuda")
     return "cpu", "gloo"
 
 
@@ -161,7 +163,7 @@ def run_world(world: int, device: str, prepare: Callable[[Shard, dict], Any], ru
     rank_device(device, 0, world)  # fail fast on a bad device / too few GPUs
     main = main or run
     if world == 1:
-        shard = Shard(0, 1, rank_device(device, 0, 1)[0], "none")
+        shard = Shard(0, 1, device, "none")
         return main(shard, prepare(shard, args))
     threads = threads or torch.get_num_threads()
     import torch.multiprocessing as mp

@@ -129,9 +129,12 @@ def _exchange(shard: Shard, costs, owner: dict[str, int], local: dict[str, Quant
 # -- processes -----------------------------------------------------------------------------
 
 def _prepare(shard: Shard, a: dict) -> Any:
-    """A worker loads the cost folder, the model's planned weights and (lazily) its Hessians; rank 0 has its own context."""
-    if shard.main:
-        return None
+    """Nothing before joining: a worker loads its inputs in :func:`_serve`, while rank 0 builds its context."""
+    return None if shard.main else a
+
+
+def _load(a: dict):
+    """A worker's cost folder, the model's planned weights and (lazily) its Hessians."""
     from ..calibration.models import load_model
     from .inputs import load_costs, load_hessian
 
@@ -141,8 +144,8 @@ def _prepare(shard: Shard, a: dict) -> Any:
     return costs, weights, (lambda n: load_hessian(a["calib"], n).H)
 
 
-def _serve(shard: Shard, state) -> None:
-    costs, weights, hessian = state
+def _serve(shard: Shard, a: dict) -> None:
+    costs, weights, hessian = _load(a)
     while True:
         header, tiles = _bcast_job(shard, None, None)
         if header["op"] == "stop":
