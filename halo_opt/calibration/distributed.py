@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..distributed import Shard, env_shard, run_world
+from ..procgroup import Shard, env_shard, run_world
 from ..errors import UserError
 from .models import ModelAdapter
 
@@ -111,7 +111,7 @@ def _run(shard: Shard, state) -> tuple[str, int, str, int]:
 
 
 def _resolve(ref: str):
-    from ..distributed import _resolve as r
+    from ..procgroup import _resolve as r
 
     return r(ref)
 
@@ -123,14 +123,14 @@ def calibrate_world(inputs, inputs_args: dict, out: str | Path, world: int = 1, 
     (:func:`cli_inputs` for the CLI's options); ``calibrate_kw`` as :func:`.hessian.calibrate`
     (JSON-able values). Under torchrun (``WORLD_SIZE`` set) the group comes from the environment.
     Returns ``(out, n_layers, model name, n_tokens)`` (None on torchrun's other ranks)."""
-    from ..distributed import _ref
+    from ..procgroup import _ref
 
     a = {"inputs": _ref(inputs), "inputs_args": inputs_args, "out": str(out), "calibrate": calibrate_kw}
     shard = env_shard(device)
     if shard is not None:
         if world not in (1, shard.world):
             raise UserError(f"--world {world} differs from torchrun's {shard.world} processes; leave --world out under torchrun")
-        from ..distributed import _close
+        from ..procgroup import _close
 
         try:
             res = _run(shard, _prepare(shard, a))

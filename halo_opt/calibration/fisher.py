@@ -86,7 +86,7 @@ def collect_fisher(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, l
 
     One forward + backward pass per batch; a finished file with the same inputs is kept as is.
     ``on_batch(batch_index)`` is called after each batch (tests interrupt runs with it).
-    ``dist`` (a :class:`halo_opt.distributed.Shard`, every rank calling with the same inputs):
+    ``dist`` (a :class:`halo_opt.procgroup.Shard`, every rank calling with the same inputs):
     the batches are dealt round-robin to the ranks; after each round every rank gathers the
     round's per-batch sums and adds them in batch order, so ``F`` is bitwise the single-process
     sum; rank 0 writes the checkpoints and the file.

@@ -46,7 +46,7 @@ from .models import ModelAdapter
 from .text import TokenBatch
 
 if TYPE_CHECKING:
-    from ..distributed import Shard
+    from ..procgroup import Shard
 
 ACT_SCALE_RULE = "per-layer symmetric: s_a = max|x| over the layer's first calibration batch / qmax; codes clipped to the grid"
 
@@ -220,7 +220,7 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     ``on_batch(group, batch)`` is called after each finished batch (progress hooks, tests).
     ``fisher``: also collect the output-channel loss sensitivities (:mod:`.fisher`, loss
     ``fisher_loss`` or the model kind's default; skipped for custom adapters without a loss).
-    ``dist``: this process's :class:`halo_opt.distributed.Shard` when every rank of a group calls
+    ``dist``: this process's :class:`halo_opt.procgroup.Shard` when every rank of a group calls
     this with the same inputs (:mod:`.distributed`): each rank accumulates only its share of the
     layers, the Fisher batches are split, rank 0 writes the index files.
     """

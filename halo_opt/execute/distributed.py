@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..distributed import Shard, run_world
+from ..procgroup import Shard, run_world
 from ..errors import UserError
 from .apply import QuantLayer, TileGrid
 from .run import Execution, quantize_layers
