@@ -11,11 +11,19 @@
 >>> problem = api.build_problem("runs/costs", api.load_scenario("formulations/performance.toml"))
 >>> result = api.solve(problem, "cpsat", time_limit=30)
 >>> api.write_plan("runs/plan.json", problem, result, {}, "runs/costs")
+
+Several processes of one host (gloo on CPU, NCCL with one GPU each), results bitwise those of one
+process: ``api.calibrate_world(api.cli_inputs, {"model": "minilm", "sequences": 64, "seq_len": 128,
+"seed": 0}, "runs/calib", world=2)`` (each process builds its own inputs with the given top-level
+function), and ``api.with_pool(2, "cpu", costs, calib, model, flow)`` runs ``flow(pool, device)`` with a
+quantization pool to set as ``Context.pool`` (what ``halo-opt execute --world 2`` does).
 """
 
 from __future__ import annotations
 
+from .calibration.distributed import calibrate_world, cli_inputs
 from .calibration.hessian import calibrate, load_calibration, load_hessian
+from .execute.distributed import with_pool
 from .calibration.models import from_module, load_model
 from .calibration.text import calibration_batch
 from .costs import build_costs
@@ -39,9 +47,9 @@ from .solve.scenario import Scenario, load_scenario
 __all__ = [
     "CharacterizeConfig", "Codebook", "DemoConfig", "MacProfile", "MacSpec", "Plan", "PlanFile", "Problem", "Result", "Scenario",
     "UserError", "load_costs", "load_plan", "plan", "save_costs", "save_plan",
-    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibration_batch", "characterize", "compare_profiles",
+    "build_codebooks", "build_costs", "build_problem", "calibrate", "calibrate_world", "calibration_batch", "cli_inputs", "characterize", "compare_profiles",
     "delay_from_clock", "evaluate",
     "from_module", "get_solver", "load_calibration", "load_codebooks", "load_dvfs", "load_hessian", "load_model",
     "load_scenario", "load_voltage_law", "pareto_sweep", "read_plan", "render", "run_demo", "save_codebooks", "solve",
-    "write_characterization", "write_plan",
+    "with_pool", "write_characterization", "write_plan",
 ]

@@ -85,3 +85,41 @@ def two_layer_forward(m, batch):
 def write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+def dist_inputs(shard, a: dict):
+    """Adapter + tokens for the distributed tests, rebuilt in every process from plain values:
+    ``a = {"kind": "two_layer" | "hf", "folder": hf model folder, "sequences", "seq_len"}``."""
+    from halo_opt.calibration import from_module, load_model
+    from halo_opt.calibration.text import TokenBatch, calibration_batch
+
+    from halo_opt.errors import UserError
+
+    if a.get("bad_rank") == shard.rank:
+        raise UserError(f"rank {shard.rank} cannot read its inputs (injected)")
+    if a["kind"] == "two_layer":
+        g = torch.Generator().manual_seed(0)
+        S, L = a["sequences"], a["seq_len"]
+        ids = torch.randint(0, 50, (S, L), generator=g)
+        mask = torch.ones(S, L, dtype=torch.int64)
+        mask[1, L - 3:] = 0
+        ids[mask == 0] = 0
+        fwd = two_layer_forward
+        if a.get("crash_rank") == shard.rank:  # this rank dies in its forward after ``crash_after`` batches
+            seen = [0]
+
+            def fwd(m, batch):
+                if seen[0] == a["crash_after"]:
+                    raise RuntimeError("injected crash")
+                seen[0] += 1
+                return two_layer_forward(m, batch)
+        return from_module(TwoLayer(), fwd), TokenBatch(ids, mask, {"seed": 0})
+    ad = load_model(a["folder"])
+    return ad, calibration_batch(ad.tokenizer, [TEXT_FILE(a["folder"])], a["sequences"], a["seq_len"], 0, max_length=ad.max_length)
+
+
+def TEXT_FILE(folder) -> str:
+    p = Path(folder) / "calib.txt"
+    if not p.is_file():
+        p.write_text(TEXT)
+    return str(p)

@@ -81,11 +81,15 @@ def sequence_loss(loss: str, out: torch.Tensor, batch: dict, seed: int) -> tuple
 
 def collect_fisher(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, loss: str | None = None,
                    device: str = "cpu", batch_size: int = 8, seed: int = 0, checkpoint_s: float = 60.0,
-                   checkpoint_every: int | None = None, on_batch=None) -> Path:
+                   checkpoint_every: int | None = None, on_batch=None, dist=None) -> Path:
     """Accumulate ``F_r`` of every planned layer over ``tokens`` into ``out/fisher.safetensors``.
 
     One forward + backward pass per batch; a finished file with the same inputs is kept as is.
     ``on_batch(batch_index)`` is called after each batch (tests interrupt runs with it).
+    ``dist`` (a :class:`halo_opt.procgroup.Shard`, every rank calling with the same inputs):
+    the batches are dealt round-robin to the ranks; after each round every rank gathers the
+    round's per-batch sums and adds them in batch order, so ``F`` is bitwise the single-process
+    sum; rank 0 writes the checkpoints and the file.
     """
     from .hessian import _save_st
 
@@ -99,8 +103,12 @@ def collect_fisher(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, l
     final, partial = out / FISHER_FILE, out / "fisher.partial.safetensors"
     if final.is_file() and _meta(final).get("spec") == spec:
         return final
+    world, rank = (dist.world, dist.rank) if dist is not None else (1, 0)
     adapter.to(device)
-    F = {l.name: torch.zeros(l.out_features, dtype=torch.float64, device=device) for l in adapter.linears}
+    names = [l.name for l in adapter.linears]
+    sizes = [l.out_features for l in adapter.linears]
+    flat = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+    F = dict(zip(names, flat.split(sizes)))  # views into ``flat``
     n_units, start = 0, 0
     if partial.is_file():
         md = _meta(partial)
@@ -109,54 +117,88 @@ def collect_fisher(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, l
             for k in F:
                 F[k].copy_(st[k])
             n_units, start = int(md["n_units"]), int(md["batches_done"])
+    if dist is not None:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
+    batches = list(tokens.batches(batch_size, device)) if world > 1 else None
+    n_batches = -(-len(tokens) // batch_size)
+    t_ckpt = time.perf_counter()
+    stream = tokens.batches(batch_size, device) if world == 1 else range(start, n_batches, world)
+    for bi, batch in enumerate(stream):
+        if world == 1:
+            if bi < start:
+                continue
+            terms, n = _batch_terms(adapter, batch, loss, seed * 1_000_003 + bi, names, sizes)
+            flat += terms
+            n_units += n
+            done = bi + 1
+            if on_batch:
+                on_batch(bi)
+        else:
+            b0 = batch  # first batch of this round
+            mine = b0 + rank
+            buf = torch.zeros(sum(sizes) + 1, dtype=torch.float64, device=device)
+            if mine < n_batches:
+                terms, n = _batch_terms(adapter, batches[mine], loss, seed * 1_000_003 + mine, names, sizes)
+                buf[:-1], buf[-1] = terms, float(n)
+            got = [torch.empty_like(buf) for _ in range(world)]
+            import torch.distributed as tdist
+
+            tdist.all_gather(got, buf)
+            for j in range(min(world, n_batches - b0)):  # batch order, as the single process adds them
+                flat += got[j][:-1]
+                n_units += int(got[j][-1])
+            done = min(b0 + world, n_batches)
+        due = (checkpoint_every and done % checkpoint_every == 0) or time.perf_counter() - t_ckpt >= checkpoint_s
+        if due and done * batch_size < len(tokens) and rank == 0:
+            t_ckpt = time.perf_counter()
+            _save_st(partial, F, {"spec": json.dumps(spec), "n_units": str(n_units), "batches_done": str(done)})
+    if n_units == 0:
+        raise UserError("calibration tokens gave no loss terms (all padding?); give longer calibration text")
+    if rank == 0:
+        _save_st(final, F, {"spec": json.dumps(spec), "n_units": str(n_units), "loss": loss})
+        partial.unlink(missing_ok=True)
+    if dist is not None:
+        dist.barrier()
+    return final
+
+
+def _batch_terms(adapter: ModelAdapter, batch: dict, loss: str, seed: int, names: list[str], sizes: list[int]) -> tuple[torch.Tensor, int]:
+    """One batch's ``Σ_t g_{t,r}²`` of every layer, concatenated in ``names`` order (float64), and its ``n_units``.
+
+    A layer called several times per forward gets the sum of its calls, added in call order."""
     outs: dict[str, list[torch.Tensor]] = {}
     hooks = [l.module.register_forward_hook(lambda m, i, o, n=l.name: outs.setdefault(n, []).append(o)) for l in adapter.linears]
     params = list(adapter.model.parameters())
     req = [p.requires_grad for p in params]
     for p in params:  # a graph from the inputs on; autograd.grad below computes no parameter gradient
         p.requires_grad_(True)
-    t_ckpt = time.perf_counter()
     try:
-        for bi, batch in enumerate(tokens.batches(batch_size, device)):
-            if bi < start:
-                continue
-            outs.clear()
-            with torch.enable_grad():
-                y = adapter._forward(adapter.model, batch)
-                L, n = sequence_loss(loss, y, batch, seed * 1_000_003 + bi)
-                names = [k for k in F if k in outs]
-                flat = [t for k in names for t in outs[k]]
-                grads = torch.autograd.grad(L, flat, allow_unused=True)
-            mask = batch["attention_mask"].bool()
-            i = 0
-            for k in names:
-                for _ in outs[k]:
-                    gk = grads[i]
-                    i += 1
-                    if gk is None:
-                        continue
-                    gk = gk.detach().to(torch.float64)
-                    if gk.shape[:-1] == mask.shape:
-                        gk = gk[mask]
-                    F[k] += (gk.reshape(-1, gk.shape[-1]) ** 2).sum(0)
-            n_units += n
-            outs.clear()
-            if on_batch:
-                on_batch(bi)
-            due = (checkpoint_every and (bi + 1) % checkpoint_every == 0) or time.perf_counter() - t_ckpt >= checkpoint_s
-            if due and (bi + 1) * batch_size < len(tokens):
-                t_ckpt = time.perf_counter()
-                _save_st(partial, F, {"spec": json.dumps(spec), "n_units": str(n_units), "batches_done": str(bi + 1)})
+        with torch.enable_grad():
+            y = adapter._forward(adapter.model, batch)
+            L, n = sequence_loss(loss, y, batch, seed)
+            called = [k for k in names if k in outs]
+            flat = [t for k in called for t in outs[k]]
+            grads = torch.autograd.grad(L, flat, allow_unused=True)
     finally:
         for h in hooks:
             h.remove()
         for p, r in zip(params, req):
             p.requires_grad_(r)
-    if n_units == 0:
-        raise UserError("calibration tokens gave no loss terms (all padding?); give longer calibration text")
-    _save_st(final, F, {"spec": json.dumps(spec), "n_units": str(n_units), "loss": loss})
-    partial.unlink(missing_ok=True)
-    return final
+    mask = batch["attention_mask"].bool()
+    dev = batch["attention_mask"].device
+    terms = dict(zip(names, torch.zeros(sum(sizes), dtype=torch.float64, device=dev).split(sizes)))
+    i = 0
+    for k in called:
+        for _ in outs[k]:
+            gk = grads[i]
+            i += 1
+            if gk is None:
+                continue
+            gk = gk.detach().to(torch.float64)
+            if gk.shape[:-1] == mask.shape:
+                gk = gk[mask]
+            terms[k] += (gk.reshape(-1, gk.shape[-1]) ** 2).sum(0)
+    return torch.cat([terms[k] for k in names]), n
 
 
 def _meta(path: Path) -> dict:

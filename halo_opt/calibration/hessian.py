@@ -34,7 +34,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from safetensors import safe_open
@@ -44,6 +44,9 @@ from ..artifacts import atomic_path, provenance, read_json, write_json
 from ..errors import UserError
 from .models import ModelAdapter
 from .text import TokenBatch
+
+if TYPE_CHECKING:
+    from ..procgroup import Shard
 
 ACT_SCALE_RULE = "per-layer symmetric: s_a = max|x| over the layer's first calibration batch / qmax; codes clipped to the grid"
 
@@ -275,7 +278,8 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
               checkpoint_s: float = 60.0,
               overwrite: bool = False, progress: bool = True, extra_meta: dict | None = None,
               on_batch: Callable[[int, int], None] | None = None, fisher: bool = True, fisher_loss: str | None = None,
-              layout: str = "auto", block: int = BLOCK, block_dtype: str = "float32") -> Path:
+              layout: str = "auto", block: int = BLOCK, block_dtype: str = "float32",
+              dist: "Shard | None" = None) -> Path:
     """Accumulate ``H`` and activation histograms of every planned layer into the folder ``out``.
 
     Resumes an interrupted run with the same inputs; ``overwrite`` discards a different one. The
@@ -287,6 +291,9 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     ``layout`` (:data:`LAYOUTS`): ``auto`` keeps full Hessians while they all fit
     :data:`AUTO_FULL_BYTES`, else stores ``block``-wide diagonal blocks in ``block_dtype``.
     Peak memory: the float64 sums of one layer group (``max_hessian_bytes``, at least one layer).
+    ``dist``: this process's :class:`halo_opt.procgroup.Shard` when every rank of a group calls
+    this with the same inputs (:mod:`.distributed`): each rank accumulates only its share of the
+    layers, the Fisher batches are split, rank 0 writes the index files.
     """
     from .fisher import collect_fisher, default_loss
 
@@ -309,41 +316,63 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
     if floss:
         spec["fisher_loss"] = floss
     run_file = out / "run.json"
+    sync = dist.barrier if dist is not None else (lambda: None)
+    main = dist is None or dist.main
+    sync()  # every rank reads the folder's state before rank 0 changes it
+    reset = False
     if run_file.is_file():
         old = read_json(run_file, "calibration run record")
         if old.get("spec") != spec:
             if not overwrite:
                 raise UserError(f"{out} holds a calibration of other inputs (model, tokens or settings differ); use a new --out or --overwrite")
+            reset = True
+        elif (out / "meta.json").is_file() and not overwrite:
+            sync()
+            return out
+    sync()
+    t0 = time.perf_counter()
+    if main:
+        if reset:
             import shutil
 
             shutil.rmtree(out)
-        elif (out / "meta.json").is_file() and not overwrite:
-            return out
-    t0 = time.perf_counter()
-    write_json(run_file, {"spec": spec})
+        write_json(run_file, {"spec": spec})
+    sync()
     timing = {"hash_s": t0 - t_hash, "accumulate_s": 0.0, "write_s": 0.0}
     adapter.to(device)
     probe = next(tokens.batches(1, device))
     order, calls = execution_order(adapter, probe)
     early_stop = max(calls.values()) == 1
-    groups = _groups(adapter, order, max_hessian_bytes)
+    if dist is None:
+        groups, partial = _groups(adapter, order, max_hessian_bytes), out / "partial.safetensors"
+    else:
+        from .distributed import rank_groups
+
+        groups, partial = rank_groups(adapter, order, max_hessian_bytes, dist), out / f"partial.rank{dist.rank}.safetensors"
     n_batches = -(-len(tokens) // batch_size)
-    pbar = _progress(progress, len(groups) * n_batches)
+    pbar = _progress(progress and main, len(groups) * n_batches)
     try:
         for gi, group in enumerate(groups):
             if all(hessian_path(out, n).is_file() for n in group):
                 pbar.advance(n_batches)
                 continue
             _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, (checkpoint_every, checkpoint_s),
-                       early_stop and gi < len(groups) - 1, pbar, on_batch, timing, store)
+                       early_stop and (dist is not None or gi < len(groups) - 1), pbar, on_batch, timing, partial, store)
     finally:
         pbar.stop()
+    sync()  # every layer's file is written
     fmeta = None
     if floss:
         t_f = time.perf_counter()
         collect_fisher(adapter, tokens, out, floss, device, batch_size, seed=int(tokens.spec.get("seed") or 0),
-                       checkpoint_s=checkpoint_s, checkpoint_every=checkpoint_every)
+                       checkpoint_s=checkpoint_s, checkpoint_every=checkpoint_every, dist=dist)
         timing["fisher_s"] = time.perf_counter() - t_f
+    if not main:
+        sync()  # rank 0 writes the index
+        return out
+    for stale in out.glob("partial*.safetensors"):  # left by an interrupted run with another --world
+        stale.unlink(missing_ok=True)
+    if floss:
         from .fisher import load_fisher
 
         fmeta = {"loss": floss, "n_units": load_fisher(out)[0]["n_units"], "file": "fisher.safetensors"}
@@ -360,6 +389,7 @@ def calibrate(adapter: ModelAdapter, tokens: TokenBatch, out: str | Path, device
         "hessian": store,
         "wall_s": round(time.perf_counter() - t0, 3), "timing_s": {k: round(v, 4) for k, v in timing.items()}} | (extra_meta or {})
     save_calibration_index(out, layers, meta)
+    sync()
     return out
 
 
@@ -414,9 +444,8 @@ def recompute_hessians(adapter: ModelAdapter, tokens: TokenBatch, names: list[st
 
 
 def _run_group(adapter, tokens, out, group, gi, device, batch_size, abits, asigned, checkpoint_every, early_stop,
-               pbar, on_batch, timing: dict, store: dict | None = None) -> None:
+               pbar, on_batch, timing: dict, partial: Path, store: dict | None = None) -> None:
     accs = {n: _Acc(n, adapter.layer(n).in_features, abits, asigned, device) for n in group}
-    partial = out / "partial.safetensors"
     start = 0
     if partial.is_file():
         with safe_open(str(partial), "pt") as f:

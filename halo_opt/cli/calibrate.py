@@ -36,19 +36,31 @@ def calibrate_cmd(
     fisher: bool = typer.Option(True, "--fisher/--no-fisher", help="also collect output-channel loss sensitivities (backward passes) for --error-model fisher"),
     fisher_loss: Optional[str] = typer.Option(None, "--fisher-loss", help="nll (causal LMs) or embedding (encoders); default by model kind"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    world: int = typer.Option(1, "--world", help="processes on this host (CPU: gloo; --device cuda: one GPU each, NCCL); "
+                              "layers' Hessians and Fisher batches are split, results are bitwise those of one process"),
 ) -> None:
     """Accumulate H = (2/n) Σ x xᵀ per planned linear layer (float64, streaming) + activation histograms.
 
     Example: halo-opt calibrate --model minilm --sequences 64 --seq-len 128 --seed 0 --out runs/calib
-    """
-    from ..calibration import calibrate, calibration_batch, load_model
-    from ..calibration.models import DEFAULT_INCLUDE
 
-    adapter = load_model(model, include or DEFAULT_INCLUDE, exclude, layers.split(",") if layers else None)
-    tokens = calibration_batch(adapter.tokenizer, text, sequences, seq_len, seed, split_seed, heldout_frac,
-                               max_length=adapter.max_length)
-    calibrate(adapter, tokens, out, device=device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
-              layout=hessian, block=hessian_block, block_dtype=hessian_dtype,
-              max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress, fisher=fisher, fisher_loss=fisher_loss)
-    typer.echo(f"calibrated {len(adapter.linears)} layers of {adapter.name} on {tokens.n_tokens} tokens "
-               f"(model sha256 {adapter.sha256()[:12]}) -> {out}")
+    Several processes: --world N (or torchrun --standalone --nproc-per-node N -m halo_opt calibrate ...).
+    """
+    from ..calibration.distributed import calibrate_world, cli_inputs
+
+    inputs = {"model": model, "include": include, "exclude": exclude, "layers": layers.split(",") if layers else None,
+              "text": [str(t) for t in text] if text else None, "sequences": sequences, "seq_len": seq_len, "seed": seed,
+              "split_seed": split_seed, "heldout_frac": heldout_frac}
+    res = calibrate_world(
+        cli_inputs, inputs, out, world, device, batch_size=batch_size, abits=abits, asigned=not unsigned_acts,
+        layout=hessian, block=hessian_block, block_dtype=hessian_dtype,
+        max_hessian_bytes=int(max_hessian_gb * (1 << 30)), overwrite=overwrite, progress=progress, fisher=fisher,
+        fisher_loss=fisher_loss)
+    if res is None:  # another rank of torchrun: rank 0 reports
+        return
+    _, n_layers, name, n_tokens = res
+    from ..calibration import load_calibration
+
+    meta = load_calibration(out)[0]
+    w = (meta.get("distributed") or {}).get("world", 1)
+    typer.echo(f"calibrated {n_layers} layers of {name} on {n_tokens} tokens (model sha256 {meta['model_sha256'][:12]})"
+               + (f" on {w} processes" if w > 1 else "") + f" -> {out}")

@@ -86,6 +86,8 @@ _opt = dict(
     blocksize=typer.Option(128, "--blocksize", help="GPTQ lazy-batch block size (columns)"),
     progress=typer.Option(True, "--progress/--no-progress", help="show progress (bars on a terminal, one line per step in logs)"),
     as_json=typer.Option(False, "--json", help="print the result as one JSON object (for scripts)"),
+    world=typer.Option(1, "--world", help="processes quantizing the layers (CPU: gloo; --device cuda: one GPU each, NCCL); "
+                       "codes and scales are bitwise those of one process"),
 )
 
 
@@ -97,6 +99,7 @@ def execute(
     profile: Optional[Path] = _opt["profile"], sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"],
     seed: int = _opt["seed"], text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"],
     blocksize: int = _opt["blocksize"], progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
+    world: int = _opt["world"],
 ) -> None:
     """Apply a plan (RTN or GPTQ per tile codebook), evaluate on held-out text, validate, export.
 
@@ -106,14 +109,21 @@ def execute(
     from ..execute.inputs import check_plan, load_costs, load_plan
     from ..execute.pipeline import run_plan
 
+    from ..execute.distributed import with_pool
+
     p = load_plan(plan)
     check_plan(p, load_costs(costs))  # fail fast (another cost folder / profile) before loading the model
-    ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, device)
-    ex, metrics = run_plan(ctx, p, method, blocksize, progress)
-    meta = {"meta": provenance(plan_sha256=sha256_file(plan), costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256,
-                               method=method, sequences=sequences, seq_len=seq_len, seed=seed),
-            "plan": str(plan), "costs": str(costs)}
-    rep = _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
+
+    def flow(pool, dev):
+        ctx = _context(costs, calib, model, sequences, seq_len, seed, text, profile, dev)
+        ctx.pool = pool
+        ex, metrics = run_plan(ctx, p, method, blocksize, progress)
+        meta = {"meta": provenance(plan_sha256=sha256_file(plan), costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256,
+                                   method=method, sequences=sequences, seq_len=seq_len, seed=seed),
+                "plan": str(plan), "costs": str(costs)}
+        return ctx, _write(out, ctx, p, ex, metrics, baselines, export, blocksize, progress, meta)
+
+    ctx, rep = with_pool(world, device, costs, calib, model, flow)
     line, data = _summary(rep, ctx)
     emit(f"{line} -> {out}/report.md", data | {"out": str(out)}, as_json)
 
@@ -132,7 +142,7 @@ def tune(
     baselines: str = _opt["baselines"], export: str = _opt["export"], profile: Optional[Path] = _opt["profile"],
     sequences: int = _opt["sequences"], seq_len: int = _opt["seq_len"], seed: int = _opt["seed"],
     text: Optional[list[Path]] = _opt["text"], device: str = _opt["device"], blocksize: int = _opt["blocksize"],
-    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"],
+    progress: bool = _opt["progress"], as_json: bool = _opt["as_json"], world: int = _opt["world"],
 ) -> None:
     """Largest error budget whose plan meets --target on the tuning split (planner ∘ executor, bisection);
     the chosen plan is reported on the disjoint test split (held-out text is halved: tuning | test).
@@ -150,23 +160,31 @@ def tune(
     from ..execute.pipeline import context_from_folders, split_batches
     from ..paths import scenario_file
 
+    from ..execute.distributed import with_pool
+
     sc0 = load_scenario(scenario_file(scenario))
     txt = [str(t) for t in text] if text else None
-    ctx = context_from_folders(costs, calib, model, sequences, seq_len, seed, txt, str(profile) if profile else None, device, part="tuning")
-    test_ctx = ctx.with_heldout(split_batches(ctx, txt, "test", sequences, seq_len, seed))
-    res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
-                      progress=(lambda m: typer.echo(m, err=True)) if progress else None)
-    if not as_json:
-        typer.echo(f"enforced on the tuning split: {res.enforced}")
-    ex, m = run_plan(test_ctx, res.plan, method, blocksize, progress)  # the chosen plan on the test split
-    meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
-                               solver=solver, scenario=str(scenario)),
-            "plan": f"tuned budget {res.budget:.6g} (report on the test split)", "costs": str(costs),
-            "tune": {"target": target, "enforced": res.enforced, "budget": res.budget, "history": res.history}}
-    rec = {"target": target, "enforced": res.enforced, "budget": res.budget, "tuning_metrics": res.metrics, "test_metrics": m,
-           "meets_on_test": meets(m, parse_target(target)), "tuning_text": ctx.text_spec,
-           "test_text": {"part": "test", "sequences": sequences, "seq_len": seq_len}, "history": res.history}
-    rep = _write(out, test_ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta, {"tune.json": rec})
+
+    def flow(pool, dev):
+        ctx = context_from_folders(costs, calib, model, sequences, seq_len, seed, txt, str(profile) if profile else None, dev, part="tuning")
+        ctx.pool = pool
+        test_ctx = ctx.with_heldout(split_batches(ctx, txt, "test", sequences, seq_len, seed))
+        res = tune_budget(ctx, costs, sc0, solver, target, budget_min, budget_max, iters, time_limit, seed, method, blocksize,
+                          progress=(lambda m: typer.echo(m, err=True)) if progress else None)
+        if not as_json:
+            typer.echo(f"enforced on the tuning split: {res.enforced}")
+        ex, m = run_plan(test_ctx, res.plan, method, blocksize, progress)  # the chosen plan on the test split
+        meta = {"meta": provenance(costs_sha256=ctx.costs.sha256, model_sha256=ctx.model_sha256, method=method, target=target,
+                                   solver=solver, scenario=str(scenario)),
+                "plan": f"tuned budget {res.budget:.6g} (report on the test split)", "costs": str(costs),
+                "tune": {"target": target, "enforced": res.enforced, "budget": res.budget, "history": res.history}}
+        rec = {"target": target, "enforced": res.enforced, "budget": res.budget, "tuning_metrics": res.metrics, "test_metrics": m,
+               "meets_on_test": meets(m, parse_target(target)), "tuning_text": ctx.text_spec,
+               "test_text": {"part": "test", "sequences": sequences, "seq_len": seq_len}, "history": res.history}
+        rep = _write(out, test_ctx, res.plan, ex, m, baselines, export, blocksize, progress, meta, {"tune.json": rec})
+        return test_ctx, res, rec, rep
+
+    test_ctx, res, rec, rep = with_pool(world, device, costs, calib, model, flow)
     line, data = _summary(rep, test_ctx)
     emit(f"budget ε {res.budget:.3g} meets {target} on the tuning split ({len(res.history)} budgets tried, {solver}); "
          f"on the test split it {'meets' if rec['meets_on_test'] else 'MISSES'} it: {line} -> {out}/report.md",

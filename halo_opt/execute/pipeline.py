@@ -40,6 +40,7 @@ class Context:
     #: full H for GPTQ when ``hessian_fn`` gives only the block-diagonal part (a blocks calibration)
     full_hessian_fn: Callable[[str], torch.Tensor] | None = None
     cache_hessians: bool = True  # False: keep one layer's H at a time (large models)
+    pool: object = None  # execute.distributed.QuantPool: layers quantized on several processes
     _H: dict = field(default_factory=dict)
     _eval: Evaluator | None = None
 
@@ -160,7 +161,7 @@ def quantized(ctx: Context, ex: Execution) -> torch.nn.Module:
 def run_plan(ctx: Context, plan: dict, method: str = "rtn", blocksize: int = 128, progress: bool = False) -> tuple[Execution, dict]:
     """Quantize per plan and evaluate on the held-out batches: ``(execution, metrics)``."""
     check_model(ctx, plan)
-    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress)
+    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool)
     return ex, ctx.evaluator(quantized(ctx, ex))
 
 
@@ -220,6 +221,6 @@ def run_baselines(ctx: Context, which: list[str], blocksize: int = 128, progress
         bits, _, method = w.partition("-")
         if bits not in ("int8", "int4") or method not in ("rtn", "gptq"):
             raise UserError(f"unknown baseline '{w}'; use int8-rtn, int8-gptq, int4-rtn or int4-gptq")
-        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress)
+        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool)
         out[w] = ctx.evaluator(quantized(ctx, ex))
     return out

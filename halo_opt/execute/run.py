@@ -41,18 +41,23 @@ class Execution:
 
 def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], torch.Tensor], costs: CostFolder,
                     tile_codebook: list[str], codebooks: dict[str, list[int]], method: str = "rtn",
-                    device: str = "cpu", blocksize: int = 128, progress: bool = False) -> Execution:
+                    device: str = "cpu", blocksize: int = 128, progress: bool = False, pool=None,
+                    only: set[str] | None = None) -> Execution:
     """Quantize each layer of ``costs.tiles`` with the given per-tile codebooks.
 
     ``weights[layer]`` float [N, K]; ``hessian(layer)`` the undamped calibration H (float64), damped
-    here by the cost table's ``damp`` (the same H the cost stage used).
+    here by the cost table's ``damp`` (the same H the cost stage used). ``pool``: a
+    :class:`halo_opt.execute.distributed.QuantPool` spreading the layers over processes (same
+    result); ``only``: quantize just these layers (one rank's share).
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    if pool is not None:
+        return pool.quantize(weights, hessian, costs, tile_codebook, codebooks, method, device, blocksize, progress)
     codes = tile_codes(codebooks, device)
     search = ScaleSearch.from_meta(costs.meta)
     t0 = time.perf_counter()
-    layer_names = list(dict.fromkeys(costs.tiles["layer"]))
+    layer_names = [n for n in dict.fromkeys(costs.tiles["layer"]) if only is None or n in only]
     out, damps = {}, {}
     from ..progress import Steps
 
@@ -75,16 +80,17 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
 
 
 def execute_plan(plan: dict, costs: CostFolder, weights: dict[str, torch.Tensor], hessian: Callable[[str], torch.Tensor],
-                 method: str = "rtn", device: str = "cpu", blocksize: int = 128, progress: bool = False) -> Execution:
+                 method: str = "rtn", device: str = "cpu", blocksize: int = 128, progress: bool = False, pool=None) -> Execution:
     """Check ``plan`` against ``costs`` and the model's layers, then quantize per plan."""
     check_plan(plan, costs, list(weights))
-    return quantize_layers(weights, hessian, costs, plan["tile_codebook"], plan["codebooks"], method, device, blocksize, progress)
+    return quantize_layers(weights, hessian, costs, plan["tile_codebook"], plan["codebooks"], method, device, blocksize, progress, pool)
 
 
 def uniform_baseline(bits: str, costs: CostFolder, weights, hessian, method: str = "rtn", device: str = "cpu",
-                     blocksize: int = 128, progress: bool = False) -> Execution:
+                     blocksize: int = 128, progress: bool = False, pool=None) -> Execution:
     """Every tile on the uniform signed grid ``int8`` [-128, 127] or ``int4`` [-8, 7]."""
-    return quantize_layers(weights, hessian, costs, [bits] * len(costs.tiles), {bits: UNIFORM[bits]}, method, device, blocksize, progress)
+    return quantize_layers(weights, hessian, costs, [bits] * len(costs.tiles), {bits: UNIFORM[bits]}, method, device, blocksize,
+                           progress, pool)
 
 
 def dequantized_model(model: torch.nn.Module, layers: dict[str, torch.nn.Module], ex: Execution) -> torch.nn.Module:
