@@ -125,3 +125,20 @@ def test_fp4_characterize_end_to_end(tmp_path):
     back = load_codebooks(out / "codebooks.json")
     assert back == books and all(0.0 in b.values for b in back)
     assert MacProfile.load(out).sha256() == prof.sha256()
+
+
+def test_cli_characterize_fp4_and_bad_format(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    r = subprocess.run([sys.executable, "-m", "halo_opt", "characterize", "--wformat", "fp4_e2m1", "--psums", "4",
+                        "--energy-vectors", "64", "--out", str(tmp_path / "fp4")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    prof = MacProfile.load(tmp_path / "fp4")
+    assert prof.meta["design"] == "mac_fp4e2m1xfp8e4m3_acc31_array" and (tmp_path / "fp4" / "profile.png").is_file()
+    bad = subprocess.run([sys.executable, "-m", "halo_opt", "characterize", "--wformat", "fp7", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown number format 'fp7'" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()
