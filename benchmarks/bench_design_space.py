@@ -205,7 +205,8 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     halo = per_code[per_code["design"] == "halo"].sort_values("code")
     cols = 4
     rows = -(-len(show) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=True, sharey=True, squeeze=False)
+    fp = any(d.startswith("mac_fp") for d in show)  # FP4 and FP8 codes differ in range: own x axes
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=not fp, sharey=True, squeeze=False)
     for ax, d in zip(axes.ravel(), show):
         t = per_code[per_code["design"] == d].sort_values("code")
         col = "stage_static_ps" if "stage_static_ps" in t and t["stage_static_ps"].notna().all() else "delay_static_ps"
@@ -217,7 +218,7 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     for ax in axes.ravel()[len(show):]:
         ax.axis("off")
     fig.suptitle(f"{title}: per-code static delay / max (grey: HALO table, 1/max clock)", fontsize=10)
-    fig.supxlabel("weight code", fontsize=9)
+    fig.supxlabel("weight code" + (" (FP: the bit pattern; ±0 at 0 and the sign bit alone)" if fp else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

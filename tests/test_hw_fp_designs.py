@@ -142,3 +142,10 @@ def test_cli_characterize_fp4_and_bad_format(tmp_path):
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown number format 'fp7'" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["array", "booth"])
+def test_fp8_e4m3_passes_the_exhaustive_check(arch):
+    spec = mac_spec(wformat="fp8_e4m3", arch=arch)
+    assert functional_check(synthesize_mac(spec), spec) == 254 * 254 * 64
