@@ -229,7 +229,7 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
             i = int(np.flatnonzero(off)[0])
             raise UserError(f"MAC profile: code {int(codes[i])} has value {given[i]} but {fmt.name} gives {value[i]}; "
                             "drop the value column (it is derived from the code and meta['format']) or fix it")
-    df.insert(1, "value", value)
+    df["value"] = value  # last: the columns before it are as they were before formats existed
     return df
 
 
