@@ -143,10 +143,12 @@ def test_cli_characterize_fp4_and_bad_format(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["array", "booth"])
-def test_fp8_e4m3_passes_the_exhaustive_check(arch):
-    spec = mac_spec(wformat="fp8_e4m3", arch=arch)
-    assert functional_check(synthesize_mac(spec), spec) == 254 * 254 * 64
+@pytest.mark.parametrize("w,a,arch", [("fp8_e4m3", None, "array"), ("fp8_e4m3", None, "booth"),
+                                      ("fp8_e5m2", None, "array"), ("fp4_e2m1", "fp4_e2m1", "array")])
+def test_fp8_and_other_pairs_pass_the_exhaustive_check(w, a, arch):
+    spec = mac_spec(wformat=w, aformat=a, arch=arch)
+    n = functional_check(synthesize_mac(spec), spec)
+    assert n == spec.afmt.codes().size * spec.wfmt.codes().size * min(64, 2**spec.acc)
 
 
 def test_fp4_registered_profile_times_the_stages_apart():
