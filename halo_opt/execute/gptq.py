@@ -53,11 +53,10 @@ def quantize_gptq(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, t
         s = torch.empty(N, dtype=dtype, device=dev)
         rows_of: dict[str, list[torch.Tensor]] = {}
         for i, (r0, r1) in enumerate(zip(grid.row_edges, grid.row_edges[1:])):
-            cb = tile_codebook[grid.tile[i, j]]
-            c = codes[cb].to(dev, dtype)
-            s[r0:r1] = scales(W[r0:r1, c0:c1], H[c0:c1, c0:c1], c).to(dtype).reshape(-1)
-            rows_of.setdefault(cb, []).append(torch.arange(r0, r1, device=dev))
+            rows_of.setdefault(tile_codebook[grid.tile[i, j]], []).append(torch.arange(r0, r1, device=dev))
         groups = [(torch.cat(ix), codes[cb].to(dev, dtype)) for cb, ix in rows_of.items()]
+        for ix, c in groups:  # a row's scale depends only on that row: one search per (block, codebook), as RTN
+            s[ix] = scales(W[ix, c0:c1], H[c0:c1, c0:c1], c).to(dtype).reshape(-1)
         S[:, j] = s.double()
         for i1 in range(c0, c1, blocksize):
             i2 = min(i1 + blocksize, c1)
