@@ -49,7 +49,7 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    codes = tile_codes(codebooks, device)
+    codes = tile_codes(codebooks, device, costs.codebooks)
     search = ScaleSearch.from_meta(costs.meta)
     t0 = time.perf_counter()
     layer_names = list(dict.fromkeys(costs.tiles["layer"]))
