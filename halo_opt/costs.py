@@ -157,6 +157,9 @@ def _profile_books(profile_dirs: list[Path], codebooks_paths: list, fp_scale: st
         raise UserError(f"unknown FP scale rule {fp_scale!r}; use one of {', '.join(FP_SCALES)}")
     if codebooks_paths and len(codebooks_paths) != len(profile_dirs):
         raise UserError(f"give one --codebooks per --profile ({len(profile_dirs)} profiles, {len(codebooks_paths)} codebooks files), or none")
+    seen = [p.resolve() for p in profile_dirs]
+    if len(set(seen)) != len(seen):
+        raise UserError("a profile folder is given twice (--profile); give each profile once")
     recs, books = [], []
     for i, pdir in enumerate(profile_dirs):
         pmeta, sha = _profile_meta(pdir)
