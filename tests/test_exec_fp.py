@@ -144,3 +144,69 @@ def test_bad_profile_combinations(tmp_path, mixed):
     with pytest.raises(UserError, match="FP scale rule"):
         build_costs(tmp / "calib", [pi, pf], tmp_path / "o", model=ad, progress=False, tile=(8, 64), fp_scale="nv")
     assert not (tmp_path / "o").exists()
+
+
+def _exec(mixed, fn, method="rtn"):
+    from halo_opt.execute.inputs import load_hessian
+
+    tmp, ad, out = mixed
+    c = load_costs(out)
+    plan = _plan(out, fn)
+    W = {l.name: l.weight().detach() for l in ad.linears}
+    return c, plan, execute_plan(plan, c, W, lambda n: load_hessian(tmp / "calib", n).H, method)
+
+
+def _skeleton():
+    return Wide(seed=9)   # other weights: everything must come from the export
+
+
+@pytest.mark.parametrize("book", ["fp4_e2m1:full", "fp4_e2m1:pm124"])
+def test_mxfp4_export_reloads_bit_identically(mixed, tmp_path, book):
+    from halo_opt.execute.export import export_compressed_tensors, load_compressed_tensors
+    from halo_opt.execute.run import dequantized_model
+
+    tmp, ad, out = mixed
+    c, plan, ex = _exec(mixed, lambda g: book)
+    layers = {l.name: l.module for l in ad.linears}
+    exp = export_compressed_tensors(tmp_path / "ct", ad.model, layers, ex, plan, c.codebooks)
+    man = json.loads((exp / "export.json").read_text())
+    assert man["scheme"] == "MXFP4A16" and man["compression_format"] == "mxfp4-pack-quantized"
+    assert man["dequantized_layers"] == ["fc1"]                  # 8 inputs: no whole 32-column group
+    cfg = json.loads((exp / "config.json").read_text()) if (exp / "config.json").exists() else None
+    m = load_compressed_tensors(exp, _skeleton()) if cfg else None
+    if m is None:                                           # a bare nn.Module has no config.json: compare tensors
+        from compressed_tensors.compressors.mxfp4.base import MXFP4PackedCompressor
+        from compressed_tensors.quantization import preset_name_to_scheme
+        from safetensors.torch import load_file
+
+        sd = load_file(str(exp / "model.safetensors"))
+        assert torch.equal(sd["fc1.weight"], ex.layers["fc1"].dequantize(torch.float32))
+        for n, ql in list(ex.layers.items())[1:]:
+            comp = {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith(n + ".weight_")}
+            w = MXFP4PackedCompressor.decompress(comp, preset_name_to_scheme("MXFP4A16", [n]))["weight"]
+            assert torch.equal(w.double(), ql.dequantize(torch.float64))
+    else:
+        ref = dequantized_model(ad.model, layers, ex)
+        for n in layers:
+            assert torch.equal(getattr(m, n).weight.double(), getattr(ref, n).weight.double())
+
+
+def test_mixed_int_fp_export_writes_fp_layers_dequantized(mixed, tmp_path):
+    from safetensors.torch import load_file
+
+    from halo_opt.execute.export import export_compressed_tensors, export_safetensors, load_safetensors_codes
+
+    tmp, ad, out = mixed
+    c = load_costs(out)
+    lay = c.tiles["layer"].to_numpy()
+    c, plan, ex = _exec(mixed, lambda g: "c5" if lay[g] == "fc1" else ("fp4_e2m1:half" if g % 2 else "pow2"), "gptq")
+    layers = {l.name: l.module for l in ad.linears}
+    exp = export_compressed_tensors(tmp_path / "ct", ad.model, layers, ex, plan, c.codebooks)
+    man = json.loads((exp / "export.json").read_text())
+    assert man["dequantized_layers"] == ["fc2"] and "exact" in man["dequantized_reason"]
+    sd = load_file(str(exp / "model.safetensors"))
+    assert torch.equal(sd["fc2.weight"], ex.layers["fc2"].dequantize(torch.float32)) and "fc1.weight_packed" in sd
+    codes = load_safetensors_codes(export_safetensors(tmp_path / "st", ex, plan))
+    ql = ex.layers["fc2"]
+    assert torch.equal(codes["fc2"]["values"], ql.values) and codes["fc2"]["scale_edges"].tolist() == list(ql.scale_edges)
+    assert "values" not in codes["fc1"]
