@@ -18,6 +18,12 @@ and floating timing + energy, the CLI defaults: 64 partial sums, 4096 energy vec
     python benchmarks/bench_design_space.py --out benchmarks/results/design_space/builtin
     python benchmarks/bench_design_space.py --liberty ../shared/liberty/sky130hd_tt.lib.gz \
         --out benchmarks/results/design_space/sky130
+    python benchmarks/bench_design_space.py --fp --out benchmarks/results/design_space/fp_builtin
+
+``--fp`` sweeps the floating-point MACs instead (``MacSpec.wformat``): FP8 E4M3 and FP4 E2M1
+weights x FP8 E4M3 activations, exact product aligned into a fixed-point accumulator
+(default width: product + 8 bits), array and booth significand multipliers, combinational and
+registered (HALO's integer table is not compared with them).
 
 Writes ``designs.csv``, ``table.md``, ``per_code.csv`` and ``design_space.png`` into ``--out``
 and prints the markdown table with the wall time, process CPU time and load average.
@@ -42,7 +48,7 @@ from halo_opt.hardware.characterize import CharacterizeConfig, characterize
 from halo_opt.hardware.codebooks import Codebook, build_codebooks
 from halo_opt.hardware.dvfs import load_dvfs, load_voltage_law
 from halo_opt.hardware.profile import MacProfile, compare_profiles
-from halo_opt.hardware.verilog import ARCHS, MacSpec
+from halo_opt.hardware.verilog import ARCHS, MacSpec, mac_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next((d for d in (REPO.parent / "shared", Path("/work/shared")) if d.is_dir()), REPO.parent / "shared")  # beside the clone; dev-box fallback
@@ -50,10 +56,24 @@ HALO = SHARED / "anchors/halo_per_code.csv"
 MAIN = [("combinational", "cpa"), ("combinational", "csa"), ("registered", "cpa"), ("registered", "csa")]
 
 
-def designs(quick: bool = False) -> list[MacSpec]:
-    """The sweep: 4 multipliers x 4 (pipelining, accumulation) at 8x8 signed, acc 24; then per
+def fp_designs(quick: bool = False) -> list[MacSpec]:
+    """FP8 E4M3 and FP4 E2M1 weights x FP8 E4M3 activations: array / booth significand
+    multipliers, combinational and registered, and FP4 registered carry-save (the
+    multiplier-stage-limited design; ``quick``: combinational array only)."""
+    pipes = ("combinational",) if quick else ("combinational", "registered")
+    archs = ("array",) if quick else ("array", "booth")
+    out = [mac_spec(wformat=f, arch=a, pipeline=p) for f in ("fp8_e4m3", "fp4_e2m1") for a in archs for p in pipes]
+    if not quick:  # FP4's 23-bit product fits a carry-save pair (FP8's 37 bits do not: csa <= 31)
+        out += [mac_spec(wformat="fp4_e2m1", arch=a, pipeline="registered", accumulate="csa") for a in archs]
+    return out
+
+
+def designs(quick: bool = False, fp: bool = False) -> list[MacSpec]:
+    """The sweep (``fp``: :func:`fp_designs` instead): 4 multipliers x 4 (pipelining, accumulation) at 8x8 signed, acc 24; then per
     multiplier a 4-bit-weight (w4 x a8) signed and an unsigned 8x8 variant, both registered
     carry-save (the multiplier-stage-limited design) and the 4-bit one also combinational."""
+    if fp:
+        return fp_designs(quick)
     out = [MacSpec(8, 8, True, 24, arch, pipe, accu) for arch in ARCHS for pipe, accu in MAIN]
     if not quick:
         for arch in ARCHS:
@@ -92,13 +112,14 @@ def run_one(spec: MacSpec, liberty: Path | None, shapes, halo: MacProfile | None
     t0, c0 = time.perf_counter(), cpu_s()
     prof, books, _ = characterize(CharacterizeConfig(spec, liberty, threads=threads))
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
-    nz = prof.codes != 0
+    nz = prof.values != 0  # FP: both zeros
     s, f = prof.delay("static")[nz], prof.delay("float")[nz]
     by = {b.name: b for b in books}
     full = by["full"].delay_ps
     st = prof.meta["stages"]
     row = {"design": spec.name, "arch": spec.arch, "pipeline": spec.pipeline, "accumulate": spec.accumulate,
-           "wbits": spec.wbits, "abits": spec.abits, "signed": spec.signed, "gates": prof.meta["gates"],
+           "wbits": spec.wbits, "abits": spec.abits, "signed": spec.signed, "wformat": spec.wfmt.name, "aformat": spec.afmt.name,
+           "acc": spec.acc, "gates": prof.meta["gates"],
            "full_ps": full, "spread_static": s.max() / s.min(), "spread_float": f.max() / f.min(),
            "floor_ps": st["acc"]["static_ps"] if "acc" in st else None,
            "resolve_ps": st["resolve"]["static_ps"] if "resolve" in st else None,
@@ -108,7 +129,7 @@ def run_one(spec: MacSpec, liberty: Path | None, shapes, halo: MacProfile | None
            "leakage_w": prof.meta["leakage_w"], "wall_s": wall, "cpu_s": cpu}
     if shapes is not None:
         row |= physical_bound(prof, books, shapes)
-    if halo is not None and spec.wbits == 8:
+    if halo is not None and spec.wbits == 8 and not spec.is_float:
         row |= {f"halo_{k}": v for k, v in compare_profiles(prof, halo).items() if k not in ("codes", "ref_spread")}
     t = prof.table.assign(design=spec.name)
     return row, t
@@ -137,7 +158,22 @@ def fmt(v, spec: str = ".0f") -> str:
     return format(v, spec) if num(v) else "–"
 
 
-def markdown(df: pd.DataFrame) -> str:
+def stage_spreads(per_code: pd.DataFrame | None) -> dict[str, float]:
+    """Per registered design: max/min static delay of its weight-dependent (multiplier) stage
+    over the codes of nonzero value (``per_code`` from a sweep; FP rows carry ``value``)."""
+    if per_code is None or "stage_static_ps" not in per_code:
+        return {}
+    out = {}
+    for d, t in per_code[per_code["stage_static_ps"].notna()].groupby("design"):
+        v = t["value"] if "value" in t and t["value"].notna().all() else t["code"]
+        x = t["stage_static_ps"][v != 0]
+        out[d] = float(x.max() / x.min())
+    return out
+
+
+def markdown(df: pd.DataFrame, per_code: pd.DataFrame | None = None) -> str:
+    """The table; a registered FP design's spread cell adds its multiplier stage's static spread."""
+    mul = stage_spreads(per_code)
     lines = ["| design | gates | full-grid ps | spread static / float | fast8 ps (x) | fast16 ps (x) | energy fJ | "
              "fastest book: clock ratio, MiniLM bound (book @ level) | HALO Spearman | fastest 8 / 16 shared | CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -149,6 +185,8 @@ def markdown(df: pd.DataFrame) -> str:
                  if num(r.get("bound_speedup")) else "–")
         en = f"{r['energy_min_fj']:.0f}–{r['energy_max_fj']:.0f}" if num(r.get("energy_min_fj")) else "–"
         sp = f"{r['spread_static']:.2f} / {fmt(r['spread_float'], '.2f')}"
+        if str(r["design"]).startswith("mac_fp") and r["design"] in mul:
+            sp += f" (mul stage {mul[r['design']]:.2f})"
         halo = fmt(r.get("halo_spearman"), ".2f")
         ov = f"{int(r['halo_overlap_8'])} / {int(r['halo_overlap_16'])}" if num(r.get("halo_overlap_8")) else "–"
         lines.append(f"| {r['design']} | {fmt(r['gates'])} | {full:.0f} | {sp} | {x8} | {x16} | {en} | {bound} | {halo} | {ov} | {fmt(r.get('cpu_s'), '.1f')} |")
@@ -163,23 +201,24 @@ def plot(per_code: pd.DataFrame, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    show = [d for d in per_code["design"].unique() if d.startswith("mac_s8x8")]
+    show = [d for d in per_code["design"].unique() if d.startswith(("mac_s8x8", "mac_fp"))]
     halo = per_code[per_code["design"] == "halo"].sort_values("code")
     cols = 4
     rows = -(-len(show) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=True, sharey=True, squeeze=False)
+    fp = any(d.startswith("mac_fp") for d in show)  # FP4 and FP8 codes differ in range: own x axes
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), sharex=not fp, sharey=True, squeeze=False)
     for ax, d in zip(axes.ravel(), show):
         t = per_code[per_code["design"] == d].sort_values("code")
         col = "stage_static_ps" if "stage_static_ps" in t and t["stage_static_ps"].notna().all() else "delay_static_ps"
         if len(halo):
             ax.plot(halo["code"], halo["delay_static_ps"] / halo["delay_static_ps"].max(), color="0.7", lw=0.8)
         ax.plot(t["code"], t[col] / t[col].max(), lw=0.8)
-        ax.set_title(d.removeprefix("mac_s8x8_acc24_") + (" (mul stage)" if col.startswith("stage") else ""), fontsize=8)
+        ax.set_title(d.removeprefix("mac_s8x8_acc24_").removeprefix("mac_") + (" (mul stage)" if col.startswith("stage") else ""), fontsize=8)
         ax.set_ylim(0, 1.05)
     for ax in axes.ravel()[len(show):]:
         ax.axis("off")
     fig.suptitle(f"{title}: per-code static delay / max (grey: HALO table, 1/max clock)", fontsize=10)
-    fig.supxlabel("weight code", fontsize=9)
+    fig.supxlabel("weight code" + (" (FP: the bit pattern; ±0 at 0 and the sign bit alone)" if fp else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -191,7 +230,7 @@ def run_shard(args, k: int, n: int) -> None:
     shapes = [LayerShape(**r) for r in raw] if raw else None
     halo = MacProfile.load(HALO) if HALO.is_file() else None
     rows, tables = [], []
-    for spec in designs(args.quick)[k::n]:
+    for spec in designs(args.quick, args.fp)[k::n]:
         r, t = run_one(spec, args.liberty, shapes, halo, args.threads)
         rows.append(r)
         tables.append(t)
@@ -206,7 +245,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (designs split round-robin)")
     ap.add_argument("--threads", type=int, default=1, help="floating-mode threads per worker")
-    ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs")
+    ap.add_argument("--quick", action="store_true", help="only the 16 8x8 signed designs (with --fp: the 2 combinational array FP designs)")
+    ap.add_argument("--fp", action="store_true", help="the floating-point MACs (FP8 E4M3, FP4 E2M1 weights x FP8 E4M3) instead of the integer ones")
     ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM physical bound (no torch import)")
     ap.add_argument("--render-only", action="store_true", help="rewrite table.md and the plot from --out's designs.csv, per_code.csv, run.json")
     ap.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/n: internal, one worker
@@ -226,15 +266,15 @@ def main() -> None:
     if shapes is not None:
         (args.out / "minilm_shapes.json").write_text(json.dumps([vars(s) for s in shapes]))
     cmd = [sys.executable, __file__, "--out", str(args.out), "--threads", str(args.threads)]
-    cmd += (["--liberty", str(args.liberty)] if args.liberty else []) + (["--quick"] if args.quick else [])
+    cmd += (["--liberty", str(args.liberty)] if args.liberty else []) + (["--quick"] if args.quick else []) + (["--fp"] if args.fp else [])
     procs = [subprocess.Popen(cmd + ["--shard", f"{k}/{args.jobs}"]) for k in range(args.jobs)]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit("a worker failed; see its output above")
     rows = [json.loads(line) for k in range(args.jobs) for line in (args.out / f"rows-{k}.jsonl").read_text().splitlines()]
     tables = [pd.read_csv(args.out / f"per_code-{k}.csv") for k in range(args.jobs)]
-    order = {s.name: i for i, s in enumerate(designs(args.quick))}
+    order = {s.name: i for i, s in enumerate(designs(args.quick, args.fp))}
     rows.sort(key=lambda r: order[r["design"]])
-    halo = MacProfile.load(HALO) if HALO.is_file() else None
+    halo = MacProfile.load(HALO) if HALO.is_file() and not args.fp else None
     if halo is not None:
         r, t = halo_row(halo, shapes)
         rows.append(r)
@@ -260,9 +300,9 @@ def render(out: Path, df: pd.DataFrame, per_code: pd.DataFrame, run: dict) -> No
             f"{run['cpu_s']:.0f} s CPU (all processes incl. Yosys; {run['jobs']} workers, --threads {run['threads']}), load average "
             f"{run['load_start']:.1f} at start / {run['load_end']:.1f} at end on {run['cores']} cores ({run['machine']}); "
             "synthesis from the cache where present.\n\n")
-    (out / "table.md").write_text(head + markdown(df))
+    (out / "table.md").write_text(head + markdown(df, per_code))
     plot(per_code, out / "design_space.png", f"per-code delay shape, {run['library'].split(' (')[0]}")
-    print(head + markdown(df))
+    print(head + markdown(df, per_code))
 
 
 if __name__ == "__main__":

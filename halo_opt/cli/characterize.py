@@ -12,10 +12,12 @@ from . import app
 
 @app.command()
 def characterize(
-    wbits: int = typer.Option(8, help="weight bits (2..8)"),
-    abits: int = typer.Option(8, help="activation bits (2..8)"),
+    wbits: Optional[int] = typer.Option(None, help="weight bits (2..8; default 8, or the --wformat's width)"),
+    abits: Optional[int] = typer.Option(None, help="activation bits (2..8; default 8, or the --aformat's width)"),
     signed: bool = typer.Option(True, "--signed/--unsigned", help="two's complement operands"),
-    acc: int = typer.Option(24, help="accumulator (partial sum) width in bits"),
+    acc: Optional[int] = typer.Option(None, help="accumulator (partial sum) width in bits (default 24; FP: the aligned product's width + 8)"),
+    wformat: Optional[str] = typer.Option(None, help="weight format: int8 (default: the integer format of --wbits/--signed), fp8_e4m3, fp8_e5m2 or fp4_e2m1 (codes = bit patterns, NaN/Inf excluded)"),
+    aformat: Optional[str] = typer.Option(None, help="activation format of an FP MAC: fp8_e4m3 (default), fp8_e5m2 or fp4_e2m1; the product is aligned exactly into a fixed-point accumulator"),
     arch: str = typer.Option("array", help="multiplier: array (Yosys default), booth (radix-4, synth -booth), wallace or dadda (structural trees of full/half adders)"),
     pipeline: str = typer.Option("combinational", help="combinational (one stage y = p + a*w) or registered (product registered: multiplier and accumulate stages timed separately; the clock is the slower)"),
     accumulate: str = typer.Option("cpa", help="cpa (carry-propagate adder) or csa (carry-save pair + 3:2 row per MAC, resolved once per column outside the per-MAC path)"),
@@ -31,15 +33,15 @@ def characterize(
     """Measure per-weight-code delay and energy of a MAC (y = p + a*w) and build codebooks.
 
     Example: halo-opt characterize --wbits 8 --abits 8 --signed --acc 24 --arch booth --liberty sky130hd_tt.lib.gz --out runs/booth
-    (a pipelined PE: --arch wallace --pipeline registered --accumulate csa)
+    (a pipelined PE: --arch wallace --pipeline registered --accumulate csa; an FP8 MAC: --wformat fp8_e4m3)
     """
     from rich.console import Console
 
     from ..hardware.characterize import CharacterizeConfig, characterize as run, write_characterization
-    from ..hardware.verilog import MacSpec
+    from ..hardware.verilog import mac_spec
 
     liberty = (liberty[0] if len(liberty) == 1 else list(liberty)) if liberty else None
-    cfg = CharacterizeConfig(MacSpec(wbits, abits, signed, acc, arch, pipeline, accumulate), liberty, netlist, psums, energy_vectors,
+    cfg = CharacterizeConfig(mac_spec(wbits, abits, signed, acc, arch, pipeline, accumulate, wformat, aformat), liberty, netlist, psums, energy_vectors,
                              timing=timing, seed=seed, threads=workers)
     if timing not in ("static", "float"):
         from ..errors import UserError
@@ -60,7 +62,7 @@ def print_summary(profile, books, console) -> None:
     """Delay spread and the codebook ladder as a table."""
     from rich.table import Table
 
-    nz = profile.codes != 0
+    nz = profile.values != 0
     s, f = profile.delay("static"), profile.delay("float")
     console.print(f"[bold]{profile.meta.get('design') or profile.meta.get('arch')} MAC, {profile.meta.get('library')}, {profile.meta.get('gates')} gates[/]: "
                   f"static delay {s[nz].min():.0f}..{s[nz].max():.0f} ps (spread {s[nz].max() / s[nz].min():.2f}x), "

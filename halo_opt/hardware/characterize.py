@@ -19,7 +19,7 @@ import numpy as np
 
 from ..artifacts import atomic_path, provenance, sha256_file, write_json
 from ..errors import UserError
-from .check import code_range, functional_check, psum_ports, sample_psums
+from .check import act_codes, exact_products, functional_check, psum_ports, sample_psums, weight_codes
 from .codebooks import Codebook, build_codebooks, save_codebooks
 from .delay import BuiltinDelay, LibertyDelay
 from .dvfs import load_voltage_law, voltage_law_for
@@ -102,9 +102,10 @@ def timing_view(net: Netlist, spec: MacSpec, stage: str) -> Netlist:
 
 
 def product_sample(spec: MacSpec, n: int, seed: int) -> np.ndarray:
-    """``n`` distinct values the product register can hold (``a*w`` over all codes): 0, the
-    extremes, ±1 where reachable, then uniform draws (``seed``) from the rest."""
-    prods = np.unique(np.multiply.outer(code_range(spec.abits, spec.signed), code_range(spec.wbits, spec.signed)))
+    """``n`` distinct values the product register can hold (``a*w`` over all codes; FP: the
+    aligned products): 0, the extremes, ±1 where reachable, then uniform draws (``seed``) from
+    the rest."""
+    prods = np.unique(exact_products(spec, act_codes(spec)[:, None], weight_codes(spec)[None, :]))
     special = [v for v in dict.fromkeys([0, int(prods.max()), int(prods.min()), -1, 1]) if v in set(prods.tolist())]
     rest = np.setdiff1d(prods, special)
     pick = np.random.default_rng(seed).choice(rest, size=min(max(0, n - len(special)), rest.size), replace=False)
@@ -158,10 +159,10 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
             raise UserError(f"voltage law {law.name} has v0 = {law.v0:g} V but the Liberty library's supply is {power.voltage:g} V; pass a law with that v0")
         law = voltage_law_for(power.voltage, law.name)
     model = LibertyDelay(lib, wire_ff_per_fanout=cfg.wire_ff_per_fanout) if lib is not None else BuiltinDelay()
-    codes = code_range(spec.wbits, spec.signed)
+    codes = weight_codes(spec)
     t_synth = time.perf_counter() - t0
 
-    acts = code_range(spec.abits, spec.signed)
+    acts = act_codes(spec)
     psums = _psum_values(spec, cfg.n_psums, cfg.seed)
     views = {st: timing_view(net, spec, st) for st, net in nets.items()}
     stage_vals = {"mac": (codes, acts, psums), "mul": (codes, acts, np.zeros(1, np.int64)),
@@ -178,7 +179,13 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
     t_timing = time.perf_counter() - t0 - t_synth
 
     rng = np.random.default_rng(cfg.seed)
-    a_seq = draw_activations(cfg.n_energy, spec.abits, spec.signed, rng, cfg.act_hist)
+    if spec.is_float:  # uniform over the finite activation codes (bit patterns), or the histogram over them
+        h = None if cfg.act_hist is None else np.asarray(cfg.act_hist, dtype=np.float64).ravel()
+        if h is not None and (h.size != acts.size or (h < 0).any() or not h.sum() > 0):
+            raise UserError(f"activation histogram must have {acts.size} non-negative counts (one per finite {spec.aformat} code) with a positive sum; got {h.size} values")
+        a_seq = acts[rng.choice(acts.size, size=cfg.n_energy, p=None if h is None else h / h.sum())]
+    else:
+        a_seq = draw_activations(cfg.n_energy, spec.abits, spec.signed, rng, cfg.act_hist)
     if spec.accumulate == "cpa":
         p_lo = -(1 << (spec.acc - 1)) if spec.signed else 0
         p_seq = rng.integers(p_lo, p_lo + (1 << spec.acc), size=cfg.n_energy)
@@ -193,7 +200,7 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
         elif st == "mul":
             energy[st] = run(codes, a_seq, np.zeros_like(a_seq))
         elif st == "acc":  # the product register streams a·q: one run per code
-            energy[st] = _concat([run([0], a_seq * int(q), p_seq) for q in codes])
+            energy[st] = _concat([run([0], exact_products(spec, a_seq, int(q)), p_seq) for q in codes])
         else:
             s_seq, c_seq = (rng.integers(0, 1 << spec.acc, size=cfg.n_energy) for _ in range(2))
             energy[st] = run([0], s_seq, c_seq)
@@ -219,8 +226,12 @@ def characterize(cfg: CharacterizeConfig, progress: bool = False) -> tuple[MacPr
                    "energy_fj": float(np.mean(energy[st].total_fj)), "leakage_w": float(np.mean(energy[st].leakage_nw)) * 1e-9,
                    "netlist_sha256": nets[st].meta.get("netlist_sha256")} for st in spec.stages}
     eb = energy[per_mac[0]]
+    fp = {"format": spec.wformat, "activation_format": spec.aformat,
+          "datapath": (f"exact FP product aligned into a {spec.mbits}-bit two's complement fixed-point product "
+                       f"(LSB 2^{spec.fp_layout()['lsb']}), {spec.acc}-bit accumulator wrapping mod 2^{spec.acc}; no rounding; "
+                       "subnormals native; NaN/Inf codes excluded")} if spec.is_float else {}
     meta: dict[str, Any] = {
-        **spec.to_dict(), "design": spec.name, "library": str(library), "v0": eb.voltage, "voltage_source": eb.voltage_source,
+        **spec.to_dict(), **fp, "design": spec.name, "library": str(library), "v0": eb.voltage, "voltage_source": eb.voltage_source,
         "voltage_law": law.name, "leakage_w": float(cols["leakage_nw"].mean()) * 1e-9,
         "energy_model": "switching + Liberty internal power" if power is not None else "switching (built-in caps)",
         "delay_model": model.name, "gates": sum(stages[st]["gates"] for st in per_mac), "stages": stages,
@@ -243,6 +254,8 @@ def write_characterization(out: str | Path, profile: MacProfile, codebooks: list
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         profile.save(tmp)
-        save_codebooks(tmp / "codebooks.json", codebooks, provenance(profile_sha256=profile.sha256(), timing=profile.meta.get("timing_for_codebooks")))
-        write_json(tmp / "meta.json", provenance(profile_sha256=profile.sha256(), **{k: profile.meta.get(k) for k in ("wbits", "abits", "signed", "acc", "arch", "pipeline", "accumulate", "library")}))
+        fmt = {"format": profile.format.name} if profile.format.is_float else {}  # absent = integer codes, as before
+        save_codebooks(tmp / "codebooks.json", codebooks, provenance(profile_sha256=profile.sha256(), timing=profile.meta.get("timing_for_codebooks")) | fmt)
+        keys = ("wbits", "abits", "signed", "acc", "arch", "pipeline", "accumulate", "library") + (("format", "activation_format") if fmt else ())
+        write_json(tmp / "meta.json", provenance(profile_sha256=profile.sha256(), **{k: profile.meta.get(k) for k in keys}))
     return out

@@ -8,11 +8,18 @@ stage          checked identity                   vectors
 =============  =================================  =====================================
 ``mac`` (cpa)  ``y ≡ p + a*w``                    all a x all w x ``n_psums`` p
 ``mac`` (csa)  ``ys + yc ≡ ps + pc + a*w``        all a x all w x ``n_psums`` (ps, pc)
-``mul``        ``m = a*w`` (exact)                all a x all w
+``mul``        ``m = a*w`` (exact)                all a x all w (FP: the aligned product)
 ``acc`` (cpa)  ``y ≡ p + m``                      all m codes x ``n_psums`` p
 ``acc`` (csa)  ``ys + yc ≡ ps + pc + m``          all m codes x ``n_psums`` (ps, pc)
 ``resolve``    ``y ≡ s + c``                      4096 sampled s x ``n_psums`` c
 =============  =================================  =====================================
+
+Floating-point designs (``spec.wformat``) are checked the same way against a bit-exact
+reference that knows nothing of the netlist's structure: ``a*w`` is
+``value(a)·value(w)·2^-L`` (:func:`exact_products`, values from :mod:`halo_opt.formats`,
+exact in float64 and asserted integral), over all finite activation codes x all finite weight
+codes (NaN/Inf patterns excluded); ``acc`` then takes every reachable product plus
+``ACC_SAMPLES`` uniformly drawn ``mbits``-bit values (the full ``m`` range is 2^37 for FP8).
 
 Partial sums are always 0, all-ones, the max and min, 1 and the MSB alone, the rest drawn
 uniformly with ``seed`` (:func:`sample_psums`); a (ps, pc) pair is one sample of ``2·acc``
@@ -32,12 +39,38 @@ from .verilog import MacSpec
 
 CHUNK_VECTORS = 1 << 16
 RESOLVE_SAMPLES = 4096
+ACC_SAMPLES = 4096  # extra sampled products for an FP design's acc stage
 
 
 def code_range(bits: int, signed: bool) -> np.ndarray:
     """All codes of a ``bits``-wide port, ascending (two's complement values when signed)."""
     lo = -(1 << (bits - 1)) if signed else 0
     return np.arange(lo, lo + (1 << bits), dtype=np.int64)
+
+
+def weight_codes(spec: MacSpec) -> np.ndarray:
+    """All weight codes the MAC is characterized and checked over (int: values; FP: finite bit patterns)."""
+    return spec.wfmt.codes() if spec.is_float else code_range(spec.wbits, spec.signed)
+
+
+def act_codes(spec: MacSpec) -> np.ndarray:
+    """All activation codes (int: values; FP: finite bit patterns)."""
+    return spec.afmt.codes() if spec.is_float else code_range(spec.abits, spec.signed)
+
+
+def exact_products(spec: MacSpec, a, w) -> np.ndarray:
+    """The integer the product ``m`` holds for activation codes ``a`` and weight codes ``w``
+    (broadcast): ``a*w`` for integers; for FP ``value(a)·value(w)·2^-L`` with ``L`` the product
+    LSB exponent (:meth:`MacSpec.fp_layout`), exact (asserted) since every finite product is
+    a whole number of ``2^L``."""
+    a, w = np.asarray(a, dtype=np.int64), np.asarray(w, dtype=np.int64)
+    if not spec.is_float:
+        return a * w
+    x = np.ldexp(spec.afmt.value(a) * spec.wfmt.value(w), -spec.fp_layout()["lsb"])
+    q = np.rint(x)
+    if not (q == x).all() or np.abs(q).max(initial=0) >= 2.0 ** (spec.mbits - 1):
+        raise AssertionError("FP product not a whole number of 2^L or wider than m")  # format geometry bug
+    return q.astype(np.int64)
 
 
 def sample_psums(acc: int, signed: bool, n: int, seed: int) -> np.ndarray:
@@ -72,10 +105,14 @@ def stage_vectors(spec: MacSpec, stage: str, n_psums: int = 64, seed: int = 0
     the operand ports, the integer addend it implies, and the sampled accumulator ports."""
     sampled = psum_ports(spec, n_psums, seed)
     if stage in ("mac", "mul"):
-        A, W = (g.ravel() for g in np.meshgrid(code_range(spec.abits, spec.signed), code_range(spec.wbits, spec.signed), indexing="ij"))
-        return {"a": A, "w": W}, A * W, (sampled if stage == "mac" else {})
+        A, W = (g.ravel() for g in np.meshgrid(act_codes(spec), weight_codes(spec), indexing="ij"))
+        return {"a": A, "w": W}, exact_products(spec, A, W), (sampled if stage == "mac" else {})
     if stage == "acc":
-        M = code_range(spec.mbits, spec.signed)
+        if spec.is_float:
+            reach = np.unique(exact_products(spec, act_codes(spec)[:, None], weight_codes(spec)[None, :]))
+            M = np.union1d(reach, sample_psums(spec.mbits, True, ACC_SAMPLES, seed + 2))
+        else:
+            M = code_range(spec.mbits, spec.signed)
         return {"m": M}, M, sampled
     if stage == "resolve":
         S = sample_psums(spec.acc, spec.signed, RESOLVE_SAMPLES, seed + 1)

@@ -5,7 +5,11 @@ One row per code ``q`` held in the MAC (``y = p + a*w`` with ``w = q``):
 =================  =====  =====================================================================
 column             unit   meaning
 =================  =====  =====================================================================
-``code``           int    weight value (two's complement value when signed)
+``code``           int    weight code: the value for integer formats (two's complement when
+                          signed), the unsigned bit pattern for floating-point ones
+``value``          —      the number the code stands for (float64; ``= code`` for integers), from
+                          the weight format ``meta['format']`` (:mod:`halo_opt.formats`; absent =
+                          the integer format of ``meta['wbits']``/``meta['signed']`` as before)
 ``delay_static_ps`` ps    case-analysis delay: ``w`` bits constant, longest path over live nets
 ``delay_float_ps``  ps    sensitised floating-mode delay, max over sampled (a, p) vectors (<= static)
 ``energy_fj``       fJ    dynamic energy per MAC operation at ``meta['v0']`` with ``w`` held
@@ -25,6 +29,11 @@ Registered designs add ``stage_static_ps`` / ``stage_float_ps``: the weight-depe
 (multiplier) stage alone; the delay columns are then the cycle, ``max`` of that and the
 weight-independent floor of the accumulate stage (``meta['stages']``).
 
+``value`` is derived from ``code`` and the format, so it is not part of :meth:`MacProfile.sha256`
+and is written to ``profile.csv``/``.parquet`` only for floating-point formats (integer profiles
+are byte-identical to those made before formats existed); a loaded table gets it filled in, and
+a given ``value`` column must agree with the format.
+
 Profiles round-trip through CSV or Parquet plus a JSON sidecar for ``meta``, so users can bring
 tables from their own EDA flow (only ``code`` and one delay column are required; missing
 columns are filled from the others and the fill is recorded in ``meta['filled']``). A table
@@ -43,6 +52,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path, read_json, sha256_json, write_json
 from ..errors import UserError
+from ..formats import NumberFormat, get_format, int_format
 
 COLUMNS = ("code", "delay_static_ps", "delay_float_ps", "energy_fj")
 OPTIONAL_COLUMNS = ("energy_switch_fj", "energy_internal_fj", "leakage_nw")
@@ -77,6 +87,16 @@ class MacProfile:
     def codes(self) -> np.ndarray:
         return self.table["code"].to_numpy(np.int64)
 
+    @property
+    def values(self) -> np.ndarray:
+        """The value each code stands for (float64; ``= codes`` for integer formats)."""
+        return self.table["value"].to_numpy(np.float64)
+
+    @property
+    def format(self) -> NumberFormat:
+        """The weight format (:func:`profile_format`)."""
+        return profile_format(self.meta, self.table["code"].to_numpy(np.int64))
+
     def delay(self, timing: str = "static") -> np.ndarray:
         """Per-code delay in ps for ``timing`` in {'static', 'float'}."""
         if timing not in TIMING_MODES:
@@ -93,11 +113,12 @@ class MacProfile:
 
     def sha256(self) -> str:
         """Identity of the profile: hash of its numbers and design metadata."""
-        return sha256_json({"table": self.table.round(9).to_dict("list"), "meta": _identity(self.meta)})
+        table = self.table.drop(columns="value")  # derived from code + meta['format']
+        return sha256_json({"table": table.round(9).to_dict("list"), "meta": _identity(self.meta)})
 
     def spread(self, timing: str = "static") -> float:
-        """max/min delay over nonzero codes."""
-        d = self.delay(timing)[self.codes != 0]
+        """max/min delay over the codes of nonzero value."""
+        d = self.delay(timing)[self.values != 0]
         return float(d.max() / d.min())
 
     # -- IO --------------------------------------------------------------------------------
@@ -105,10 +126,11 @@ class MacProfile:
         """Write ``profile.csv``, ``profile.parquet`` and ``profile.json`` (meta) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        table = self.table if self.format.is_float else self.table.drop(columns="value")
         with atomic_path(folder / "profile.csv") as tmp:
-            self.table.to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False)
         with atomic_path(folder / "profile.parquet") as tmp:
-            self.table.to_parquet(tmp, index=False)
+            table.to_parquet(tmp, index=False)
         write_json(folder / "profile.json", {"meta": self.meta, "sha256": self.sha256()})
         return folder
 
@@ -131,6 +153,22 @@ class MacProfile:
             raise UserError(f"MAC profile {table_path} is unreadable ({type(e).__name__}); regenerate or fix it") from None
         meta = read_json(meta_path, "profile metadata")["meta"] if meta_path.is_file() else {"source": str(table_path)}
         return cls(df, meta)
+
+
+def profile_format(meta: dict[str, Any], codes: np.ndarray | None = None) -> NumberFormat:
+    """The weight format of a profile: ``meta['format']`` when given, else the integer format of
+    ``meta['wbits']`` and ``meta['signed']`` (without them: signed when a code is negative, and
+    wide enough for the codes) as for every profile made before formats existed."""
+    if meta.get("format"):
+        return get_format(meta["format"])
+    c = np.asarray(codes if codes is not None else [0], dtype=np.int64)
+    signed = bool(meta["signed"]) if "signed" in meta else bool(c.min(initial=0) < 0)
+    if "wbits" in meta:
+        bits = int(meta["wbits"])
+    else:
+        mag = int(max(c.max(initial=0), -c.min(initial=0) - 1 if signed else 0))
+        bits = max(1, mag.bit_length()) + int(signed)
+    return int_format(bits, signed)
 
 
 def _identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +202,9 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
         meta.setdefault("filled", filled)
     extra = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     keep = list(COLUMNS) + [c for c in STAGE_COLUMNS if c in df.columns]
-    df = df[keep + extra].sort_values("code", kind="stable").reset_index(drop=True)
+    has_value = "value" in df.columns
+    df = df[keep + extra + (["value"] if has_value else [])].sort_values("code", kind="stable").reset_index(drop=True)
+    given_value = df.pop("value") if has_value else None
     if df["code"].duplicated().any():
         raise UserError(f"MAC profile lists code {int(df['code'][df['code'].duplicated()].iloc[0])} twice; keep one row per code")
     num = df[keep[1:]].to_numpy(np.float64)
@@ -176,16 +216,30 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
         bad = int(df["code"][df["delay_float_ps"] > df["delay_static_ps"] * (1 + 1e-9)].iloc[0])
         raise UserError(f"MAC profile: floating-mode delay exceeds the static bound at code {bad}; the static delay must be a safe bound")
     df["code"] = df["code"].astype(np.int64)
+    fmt = profile_format(meta, df["code"].to_numpy())
+    codes = df["code"].to_numpy()
+    if fmt.is_float and not fmt.is_code(codes).all():
+        bad = int(codes[~fmt.is_code(codes)][0])
+        raise UserError(f"MAC profile code {bad} is not a finite code of {fmt.name} ({fmt.describe_codes()}); fix the table or meta['format']")
+    value = fmt.value(codes) if fmt.is_float else codes.astype(np.float64)
+    if given_value is not None:
+        given = pd.to_numeric(given_value, errors="coerce").to_numpy(np.float64)
+        off = ~(given == value)
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise UserError(f"MAC profile: code {int(codes[i])} has value {given[i]} but {fmt.name} gives {value[i]}; "
+                            "drop the value column (it is derived from the code and meta['format']) or fix it")
+    df["value"] = value  # last: the columns before it are as they were before formats existed
     return df
 
 
 def fastest_codes(profile: MacProfile, n: int, column: str | None = None) -> set[int]:
     """The ``n`` codes of smallest delay (``column``; default the weight-dependent stage's static
-    delay when the profile has one, else ``delay_static_ps``); ties go to the smaller ``|code|``,
+    delay when the profile has one, else ``delay_static_ps``); ties go to the smaller ``|value|``,
     then the smaller code."""
     col = column or ("stage_static_ps" if "stage_static_ps" in profile.table else "delay_static_ps")
     t = profile.table
-    order = np.lexsort((t["code"].to_numpy(), np.abs(t["code"].to_numpy()), t[col].to_numpy()))
+    order = np.lexsort((t["code"].to_numpy(), np.abs(t["value"].to_numpy()), t[col].to_numpy()))
     return {int(c) for c in t["code"].to_numpy()[order[:n]]}
 
 
@@ -210,7 +264,7 @@ def compare_profiles(profile: MacProfile, reference: MacProfile, ns: tuple[int, 
     a, b = on_common(profile), on_common(reference)
     col = "stage_static_ps" if "stage_static_ps" in a.table else "delay_static_ps"
     da, db = a.table[col].to_numpy(), b.delay("static")
-    nz = common != 0
+    nz = a.values != 0
     out: dict[str, Any] = {"codes": int(common.size), "spearman": float(spearmanr(da, db).statistic),
                            "spread": float(da[nz].max() / da[nz].min()), "ref_spread": float(db[nz].max() / db[nz].min())}
     for n in ns:

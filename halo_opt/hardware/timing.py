@@ -206,12 +206,16 @@ def floating_rule(function: str, pins: tuple[str, ...], key: int) -> tuple[tuple
 
 
 def weight_bits(netlist: Netlist, codes) -> np.ndarray:
-    """``[n_w, n_codes]`` 0/1 bits of the weight codes (two's complement when signed)."""
+    """``[n_w, n_codes]`` 0/1 bits of the weight codes (two's complement when signed; the bit
+    patterns themselves for a floating-point weight format)."""
     if "w" not in netlist.inputs:
         raise UserError(f"netlist {netlist.module} has no weight port 'w'; name the held operand w")
     nb = len(netlist.inputs["w"])
     codes = np.asarray(codes, dtype=np.int64).ravel()
-    signed = netlist.meta.get("signed", netlist.meta.get("spec", {}).get("signed"))
+    spec = netlist.meta.get("spec", {})
+    signed = netlist.meta.get("signed", spec.get("signed"))
+    if spec.get("wformat"):  # floating-point weights: the codes are unsigned bit patterns
+        signed = False
     lo = -(1 << (nb - 1)) if signed in (True, None) else 0
     hi = (1 << nb) if signed in (False, None) else 1 << (nb - 1)
     if codes.size and (codes.min() < lo or codes.max() >= hi):

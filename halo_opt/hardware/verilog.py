@@ -21,6 +21,31 @@ are *not* in any stage delay):
   ``synth -booth``, radix-4), ``wallace`` / ``dadda``: structural partial products
   (AND array; modified Baugh-Wooley when signed) reduced by a Wallace or Dadda tree of
   full/half-adder module instances, then one final carry-propagate ``+`` that Yosys maps.
+
+Floating-point weights (``wformat`` = ``fp8_e4m3``, ``fp8_e5m2`` or ``fp4_e2m1``,
+:mod:`halo_opt.formats`) multiply floating-point activations (``aformat``, default
+``fp8_e4m3``: FP8 x FP8 as in FP8 tensor cores, and FP4 weights x FP8 activations as in
+W4A8 FP4 MMAs). ``a`` and ``w`` are then bit patterns (sign, exponent, mantissa) and the
+product is aligned *exactly* into a two's complement fixed-point accumulator, as tensor cores
+accumulate products of narrow FP inputs (:meth:`MacSpec.fp_layout`):
+
+* significand ``sig = {e != 0, mantissa}`` (hidden bit 1 for normals, 0 for subnormals, so a
+  subnormal needs no normalisation) and shift ``sh = max(e, 1) − 1`` per operand;
+* the significand product ``sig_a · sig_w`` (unsigned, ``(Ma+1)+(Mw+1)`` bits) goes through the
+  multiplier ``arch`` (the only multiplier in the PE), then ``<< (sh_a + sh_w)`` through a
+  barrel shifter: the exponents set the alignment;
+* the sign ``s_a ^ s_w`` negates the aligned magnitude (two's complement); ``±0`` give 0;
+* ``m`` (``mbits`` = magnitude width + 1) is exact in units of ``2^L``,
+  ``L = (1−bias_a−Ma) + (1−bias_w−Mw)`` (E4M3 x E4M3: ``2^-18``), so there is no rounding
+  and no truncation: ``y = (p + a·w·2^-L) mod 2^acc``; the accumulator wraps on overflow like
+  the integer MAC's (``acc`` >= ``mbits``; the default leaves 8 bits of headroom);
+* NaN (E4M3 ``S.1111.111``, E5M2 exponent all ones) and Inf patterns are outside the contract:
+  they are never driven in the checks and the timing/energy vectors, and the netlist treats
+  them as the numbers their fields spell.
+
+The accumulate stage, the ``registered`` split (stage ``mul`` now ends after the alignment and
+the sign: ``m`` is the aligned signed product) and carry-save accumulation are the integer
+design's, over ``m``.
 """
 
 from __future__ import annotations
@@ -30,9 +55,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import UserError
+from ..formats import NumberFormat, get_format, int_format
 
 BITS_RANGE = (2, 8)
 ACC_MAX = 48
+FP_ACC_MAX = 62  # FP products are wider (E5M2 x E4M3: 51 bits); bit-parallel simulation packs <= 63 bits
 CSA_ACC_MAX = 31  # the (ps, pc) pair is sampled and packed as one int64 of 2*acc bits
 ARCHS = ("array", "booth", "wallace", "dadda")
 TREE_ARCHS = ("wallace", "dadda")
@@ -43,7 +70,7 @@ ACCUMULATES = ("cpa", "csa")
 @dataclass(frozen=True)
 class MacSpec:
     """One PE design: weight/activation bits (2..8, independent), signedness, accumulator
-    width (``wbits+abits .. 48``; carry-save ``.. 31``), multiplier ``arch`` (``array``,
+    width (``wbits+abits .. 48``; FP: the aligned product's width ``.. 62``; carry-save ``.. 31``), multiplier ``arch`` (``array``,
     ``booth``, ``wallace``, ``dadda``), ``pipeline`` (``combinational``, ``registered``) and
     ``accumulate`` (``cpa``, ``csa``); see the module docstring."""
 
@@ -54,8 +81,11 @@ class MacSpec:
     arch: str = "array"
     pipeline: str = "combinational"
     accumulate: str = "cpa"
+    wformat: str | None = None  # None or an integer name: integer weights of wbits/signed
+    aformat: str | None = None  # FP weights: the activation format (default fp8_e4m3)
 
     def __post_init__(self) -> None:
+        self._formats()
         lo, hi = BITS_RANGE
         for name in ("wbits", "abits", "acc"):
             v = getattr(self, name)
@@ -65,28 +95,94 @@ class MacSpec:
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise UserError(f"--{name} {v} is out of range {lo}..{hi}")
-        amin = self.wbits + self.abits
-        amax = CSA_ACC_MAX if self.accumulate == "csa" else ACC_MAX
+        amin = self.mbits
+        amax = CSA_ACC_MAX if self.accumulate == "csa" else FP_ACC_MAX if self.is_float else ACC_MAX
         if not amin <= self.acc <= amax:
             why = " for a carry-save accumulator" if self.accumulate == "csa" else ""
-            raise UserError(f"--acc {self.acc} is out of range {amin}..{amax}{why} (at least wbits+abits, at most {amax})")
+            least = "the aligned product's width" if self.is_float else "wbits+abits"
+            raise UserError(f"--acc {self.acc} is out of range {amin}..{amax}{why} (at least {least}, at most {amax})")
         for name, allowed in (("arch", ARCHS), ("pipeline", PIPELINES), ("accumulate", ACCUMULATES)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if not isinstance(self.signed, bool):
             raise UserError(f"signed must be true or false, not {self.signed!r}")
 
+    def _formats(self) -> None:
+        """Normalise the formats: an integer ``wformat`` must match wbits/signed and is stored as
+        None (so integer specs, names and profiles are unchanged); FP weights need FP activations
+        (default ``fp8_e4m3``) of matching bit widths and ``signed``."""
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        if self.wformat is not None:
+            f = get_format(self.wformat)
+            if not f.is_float:
+                if (f.bits, f.signed) != (self.wbits, self.signed):
+                    raise UserError(f"--wformat {f.name} disagrees with --wbits {self.wbits} {'--signed' if self.signed else '--unsigned'}; drop one")
+                set_("wformat", None)
+            else:
+                set_("wformat", f.name)
+        if self.wformat is None:
+            if self.aformat is not None and get_format(self.aformat).is_float:
+                raise UserError(f"--aformat {self.aformat} needs floating-point weights: pass --wformat fp8_e4m3, fp8_e5m2 or fp4_e2m1")
+            if self.aformat is not None:
+                f = get_format(self.aformat)
+                if (f.bits, f.signed) != (self.abits, self.signed):
+                    raise UserError(f"--aformat {f.name} disagrees with --abits {self.abits} {'--signed' if self.signed else '--unsigned'}; drop one")
+            set_("aformat", None)
+            return
+        a = get_format(self.aformat or "fp8_e4m3")
+        if not a.is_float:
+            raise UserError(f"--aformat {a.name}: floating-point weights take floating-point activations (fp8_e4m3, fp8_e5m2, fp4_e2m1)")
+        set_("aformat", a.name)
+        w = get_format(self.wformat)
+        for opt, f, bits in (("wbits", w, self.wbits), ("abits", a, self.abits)):
+            if bits != f.bits:
+                raise UserError(f"--{opt} {bits} disagrees with {f.name}, which has {f.bits} bits; pass --{opt} {f.bits} or drop it")
+        if self.signed is not True:
+            raise UserError("floating-point operands carry a sign bit; drop --unsigned")
+
+    @property
+    def is_float(self) -> bool:
+        """Floating-point weights (and activations)."""
+        return self.wformat is not None
+
+    @property
+    def wfmt(self) -> NumberFormat:
+        """The weight format (integer formats of wbits/signed when ``wformat`` is None)."""
+        return get_format(self.wformat) if self.is_float else int_format(self.wbits, self.signed)
+
+    @property
+    def afmt(self) -> NumberFormat:
+        return get_format(self.aformat) if self.is_float else int_format(self.abits, self.signed)
+
+    def fp_layout(self) -> dict[str, Any]:
+        """Field geometry of the FP datapath: per operand (``a``, ``w``) ``e``/``m`` bits,
+        ``sig`` (significand bits), ``shmax`` (largest ``max(e,1)−1`` of a finite code),
+        ``shbits``; then ``prod`` (significand product bits), ``sh`` (largest total shift),
+        ``mag`` (aligned magnitude bits) and ``lsb`` (the exponent L of the product's LSB)."""
+        out: dict[str, Any] = {}
+        for k, f in (("a", self.afmt), ("w", self.wfmt)):
+            emax = max(int(c) >> f.mbits & ((1 << f.ebits) - 1) for c in f.codes())
+            out[k] = {"e": f.ebits, "m": f.mbits, "bias": f.bias, "sig": f.mbits + 1, "shmax": max(emax, 1) - 1,
+                      "shbits": max(1, (max(emax, 1) - 1).bit_length())}
+        a, w = out["a"], out["w"]
+        out |= {"prod": a["sig"] + w["sig"], "sh": a["shmax"] + w["shmax"], "lsb": (1 - a["bias"] - a["m"]) + (1 - w["bias"] - w["m"])}
+        out["mag"] = out["prod"] + out["sh"]
+        return out
+
     @property
     def name(self) -> str:
         """Short identifier, e.g. ``mac_s8x8_acc24_array`` (s = signed, u = unsigned; w x a),
-        suffixed ``_reg`` when registered and ``_csa`` when carry-save."""
+        suffixed ``_reg`` when registered and ``_csa`` when carry-save; FP designs name their
+        formats: ``mac_fp8e4m3xfp8e4m3_acc45_array``."""
         suffix = ("_reg" if self.pipeline == "registered" else "") + ("_csa" if self.accumulate == "csa" else "")
+        if self.is_float:
+            return f"mac_{self.wformat.replace('_', '')}x{self.aformat.replace('_', '')}_acc{self.acc}_{self.arch}{suffix}"
         return f"mac_{'s' if self.signed else 'u'}{self.wbits}x{self.abits}_acc{self.acc}_{self.arch}{suffix}"
 
     @property
     def mbits(self) -> int:
-        """Width of the exact product ``m = a*w``."""
-        return self.wbits + self.abits
+        """Width of the exact product ``m = a*w`` (FP: the aligned magnitude plus a sign bit)."""
+        return self.fp_layout()["mag"] + 1 if self.is_float else self.wbits + self.abits
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -112,7 +208,9 @@ class MacSpec:
         return ins | outs
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Fields; the formats only for FP designs (integer specs read as before formats existed)."""
+        d = asdict(self)
+        return d if self.is_float else {k: v for k, v in d.items() if k not in ("wformat", "aformat")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MacSpec":
@@ -132,11 +230,17 @@ def mac_verilog(spec: MacSpec, stage: str = "mac") -> str:
     """
     ins, outs = spec.stage_ports(stage)
     s = "signed " if spec.signed else ""
-    decl = [f"    input  wire {s}[{n - 1}:0] {p}" for p, n in ins.items()]
-    decl += [f"    output wire {s}[{n - 1}:0] {p}" for p, n in outs.items()]
+    sp = lambda p: "" if spec.is_float and p in ("a", "w") else s  # noqa: E731  (FP: a, w are bit patterns)
+    decl = [f"    input  wire {sp(p)}[{n - 1}:0] {p}" for p, n in ins.items()]
+    decl += [f"    output wire {sp(p)}[{n - 1}:0] {p}" for p, n in outs.items()]
     mw, acc = spec.mbits, spec.acc
     body, extra = [], ""
-    if stage in ("mac", "mul"):
+    if stage in ("mac", "mul") and spec.is_float:
+        lines, extra = fp_product_verilog(spec)
+        body += lines
+        if stage == "mul":
+            body.append("    assign m = mv;")
+    elif stage in ("mac", "mul"):
         if spec.arch in TREE_ARCHS:
             extra = tree_multiplier_verilog(spec.abits, spec.wbits, spec.signed, spec.arch)
             prod = ["    mul_tree u_mul (.a(a), .w(w), .m(mv));"]
@@ -158,12 +262,44 @@ def mac_verilog(spec: MacSpec, stage: str = "mac") -> str:
     if stage == "resolve":
         body.append("    assign y = s + c;")
     kind = "signed" if spec.signed else "unsigned"
-    if stage in ("mac", "mul"):
+    if stage in ("mac", "mul") and spec.is_float:
+        head = (f"// halo-opt {spec.name}, stage {stage}: w {spec.wformat}, a {spec.aformat}, exact product aligned into a "
+                f"{spec.mbits}-bit fixed-point product (LSB 2^{spec.fp_layout()['lsb']}), {spec.arch} significand multiplier, "
+                f"{spec.accumulate} accumulate, {spec.pipeline}\n")
+    elif stage in ("mac", "mul"):
         head = (f"// halo-opt {spec.name}, stage {stage}: w {spec.wbits} bits, a {spec.abits} bits, {kind}, "
                 f"{spec.arch} multiplier, {spec.accumulate} accumulate, {spec.pipeline}\n")
     else:  # no multiplier in it: the same text (and synthesis cache entry) for every arch
         head = f"// halo-opt stage {stage}: {kind} {spec.mbits}-bit product, {spec.acc}-bit {spec.accumulate} accumulator\n"
     return head + "module mac (\n" + ",\n".join(decl) + "\n);\n" + "\n".join(body) + "\nendmodule\n" + extra
+
+
+def fp_product_verilog(spec: MacSpec) -> tuple[list[str], str]:
+    """Body lines computing ``mv`` (signed, ``spec.mbits`` bits: the exact FP product a·w in
+    units of ``2^L``, module docstring) from the bit patterns ``a`` and ``w``, and the extra
+    modules (the tree multiplier of the significands for ``wallace``/``dadda``)."""
+    g = spec.fp_layout()
+    lines: list[str] = []
+    for k in ("a", "w"):
+        f = g[k]
+        e, m, bits, sb = f["e"], f["m"], 1 + f["e"] + f["m"], f["shbits"]
+        lines += [f"    wire s{k} = {k}[{bits - 1}];",
+                  f"    wire [{e - 1}:0] e{k} = {k}[{bits - 2}:{m}];",
+                  f"    wire n{k} = |e{k};  // normal: hidden bit 1; subnormal: 0 and exponent 1",
+                  f"    wire [{m}:0] sig{k} = {{n{k}, {k}[{m - 1}:0]}};",
+                  f"    wire [{sb - 1}:0] sh{k} = n{k} ? e{k} - 1'b1 : {sb}'d0;  // max(e, 1) - 1"]
+    pb, mag, shb = g["prod"], g["mag"], max(1, g["sh"].bit_length())
+    extra = ""
+    if spec.arch in TREE_ARCHS:
+        extra = tree_multiplier_verilog(g["a"]["sig"], g["w"]["sig"], False, spec.arch)
+        lines += [f"    wire [{pb - 1}:0] sig;", "    mul_tree u_mul (.a(siga), .w(sigw), .m(sig));"]
+    else:
+        lines += [f"    wire [{pb - 1}:0] sig = siga * sigw;  // significand product ({spec.arch})"]
+    lines += [f"    wire [{shb - 1}:0] sh = sha + shw;  // alignment = sum of the exponents",
+              f"    wire [{mag - 1}:0] sigx = sig;",
+              f"    wire [{mag - 1}:0] mag = sigx << sh;",
+              f"    wire {'signed ' if spec.signed else ''}[{mag}:0] mv = (sa ^ sw) ? -{{1'b0, mag}} : {{1'b0, mag}};"]
+    return lines, extra
 
 
 # ------------------------------------------------------------------------------ tree multipliers
@@ -295,3 +431,28 @@ def strip_signed(verilog_text: str) -> str:
     Verilog reader rejects ``input signed [7:0] a;``.
     """
     return _SIGNED_DECL.sub(lambda m: m.group(1) + " ", verilog_text)
+
+
+ACC_HEADROOM = 8  # default FP accumulator: the aligned product plus this many bits
+
+
+def mac_spec(wbits: int | None = None, abits: int | None = None, signed: bool = True, acc: int | None = None,
+             arch: str = "array", pipeline: str = "combinational", accumulate: str = "cpa",
+             wformat: str | None = None, aformat: str | None = None) -> MacSpec:
+    """A :class:`MacSpec` with the command line's defaults: integer weights 8 x 8 bits with a
+    24-bit accumulator; FP weights take their widths from the formats (activations
+    ``fp8_e4m3`` unless given) and an accumulator of the aligned product's width plus
+    ``ACC_HEADROOM`` bits (at most 62; 31 carry-save)."""
+    wf = get_format(wformat) if wformat is not None else None
+    if wf is None or not wf.is_float:
+        if wf is not None:
+            wbits = wf.bits if wbits is None else wbits
+            signed = wf.signed if wbits == wf.bits else signed
+        return MacSpec(8 if wbits is None else wbits, 8 if abits is None else abits, signed, 24 if acc is None else acc,
+                       arch, pipeline, accumulate, wformat, aformat)
+    af = get_format(aformat or "fp8_e4m3")
+    wbits, abits = wf.bits if wbits is None else wbits, af.bits if abits is None else abits
+    if acc is None:
+        probe = MacSpec(wbits, abits, signed, FP_ACC_MAX, "array", "combinational", "cpa", wf.name, af.name)
+        acc = min(CSA_ACC_MAX if accumulate == "csa" else FP_ACC_MAX, probe.mbits + ACC_HEADROOM)
+    return MacSpec(wbits, abits, signed, acc, arch, pipeline, accumulate, wf.name, af.name)
