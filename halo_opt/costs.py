@@ -145,7 +145,11 @@ def _pick_law(acc: Accelerator, v0: float | None, name: str | None):
 FP_SCALES = ("mx", "row")
 
 
-def _profile_books(profile_dirs: list[Path], codebooks_paths: list, fp_scale: str) -> tuple[list[dict], list[dict]]:
+CLOCK_BASES = ("absolute", "anchored")
+
+
+def _profile_books(profile_dirs: list[Path], codebooks_paths: list, fp_scale: str,
+                   clock_basis: str = "absolute") -> tuple[list[dict], list[dict]]:
     """Codebook entries of every profile (cost-folder dicts, with ``format``/``scale`` for FP ones) and
     per-profile records. Names stay as they are for the first profile (its ``full`` is the baseline);
     those of a later profile get the prefix ``<tag>:``, the tag being the profile's weight format
@@ -193,8 +197,24 @@ def _profile_books(profile_dirs: list[Path], codebooks_paths: list, fp_scale: st
     if len(v0s) > 1:
         raise UserError(f"profiles were characterised at different nominal voltages {sorted(v0s)} V; "
                         "characterise them at one v0 so their delays and energies share a basis")
+    if clock_basis not in CLOCK_BASES:
+        raise UserError(f"unknown clock basis {clock_basis!r}; use one of {', '.join(CLOCK_BASES)}")
+    fulls = {}
+    for e in out:
+        if e["name"].rsplit(":", 1)[-1] == "full":
+            fulls.setdefault(e.get("profile", 0), e["delay_ps"])
+    if clock_basis == "anchored" and len(recs) > 1:                     # each profile at its own full-grid clock
+        miss = [recs[i]["dir"] for i in range(len(recs)) if i not in fulls]
+        if miss:
+            raise UserError(f"profile {miss[0]} has no 'full' codebook to anchor its delays at; regenerate its codebooks")
+        for e in out:
+            i = e.get("profile", 0)
+            e["delay_ps"] = e["delay_ps"] * fulls[0] / fulls[i]
+            e["delay_ps_own"] = e["delay_ps"] * fulls[i] / fulls[0]
+    for i, r in enumerate(recs):
+        r["full_delay_ps"] = fulls.get(i)
     libs = {(str(r["meta"].get("library")), str(r["meta"].get("delay_model"))) for r in recs}
-    if len(libs) > 1:
+    if len(libs) > 1 and clock_basis == "absolute":
         raise UserError(f"profiles come from different delay libraries/models {sorted(libs)}: their absolute "
                         "delays (ps) are not on one clock basis; characterise them with the same library")
     return out, recs
@@ -205,17 +225,22 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path | Sequence[str | 
                 codebooks_path: str | Path | Sequence[str | Path] | None = None,
                 model: ModelAdapter | None = None, damp: float = 0.01, voltage_law: str | None = None, n_grid: int = 15,
                 fast: bool = True, device: str = "cpu", progress: bool = True, error_model: str = "auto",
-                save_scales: bool = False, fp_scale: str = "mx", mx_rule: str = "search") -> Path:
+                save_scales: bool = False, fp_scale: str = "mx", mx_rule: str = "search",
+                clock_basis: str = "absolute") -> Path:
     """Write the cost-table folder ``out`` (contract §4) from a calibration and one or more MAC profiles;
     ``error_model`` in :data:`ERROR_MODELS` (module docstring); ``save_scales`` also writes every
     layer's chosen scales ``[C, N_out, n_col_blocks]`` (float64) to ``scales.safetensors``
     (NaN for ``mx`` codebooks, whose E8M0 block scales go to ``<layer>.mx`` [C_mx, N_out, ⌈K/32⌉]).
 
     Several profiles (e.g. an INT8 and an FP8 MAC) put all their codebooks into one problem
-    (:func:`_profile_books` names them). Clock basis: each codebook keeps its profile's absolute
-    delay in ps (the profiles must share one delay library and v0); the DVFS table is anchored at
-    the first profile's ``full`` delay, so a codebook of another profile meets a level iff its own
-    absolute delay does. Leakage is the first profile's. FP codebooks are quantised with
+    (:func:`_profile_books` names them); the DVFS table is anchored at the first profile's ``full``
+    delay. ``clock_basis``: ``absolute`` (default) — each codebook keeps its profile's absolute delay
+    in ps (the profiles must share one delay library and v0), so a codebook of another profile
+    meets a level iff its own absolute delay does (a PE slower than the first one's full grid
+    misses the nominal level); ``anchored`` — each profile's delays are scaled by
+    ``d_full(first) / d_full(own)``, i.e. every PE runs its own full grid at the nominal clock and
+    its codebooks' *relative* speed-ups compete (``delay_ps_own`` keeps the unscaled value).
+    Energies stay as characterised. Leakage is the first profile's. FP codebooks are quantised with
     ``fp_scale``: ``mx`` (E8M0 scale per row and 32 input columns, chosen by ``mx_rule``:
     ``search`` or ``ocp``, :func:`halo_opt.quantize.mx_block_scales`) or ``row`` (one scale per row
     and tile, the integer path's grid search)."""
@@ -239,7 +264,7 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path | Sequence[str | 
     models = ["local"] + (["fisher"] if fw else [])
     if mx_rule not in ("search", "ocp"):
         raise UserError(f"unknown MX scale rule {mx_rule!r}; use 'search' or 'ocp'")
-    books, precs = _profile_books(profile_dirs, cb_paths, fp_scale)
+    books, precs = _profile_books(profile_dirs, cb_paths, fp_scale, clock_basis)
     pmeta = precs[0]["meta"]
     cb_path = Path(precs[0]["codebooks"])
     if len(precs) == 1:
@@ -347,8 +372,12 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path | Sequence[str | 
     if any(not g.is_int for g in grids):
         meta["fp_scales"] = {"rule": fp_scale, "mx_rule": mx_rule, "mx_block": 32}
     if len(precs) > 1:
-        meta["profiles"] = [{k: r[k] for k in ("dir", "sha256", "codebooks", "codebooks_sha256", "format", "tag")} for r in precs]
-        meta["clock_basis"] = "absolute ps of each profile (one delay library and v0); DVFS anchored at the first profile's full delay"
+        meta["profiles"] = [{k: r[k] for k in ("dir", "sha256", "codebooks", "codebooks_sha256", "format", "tag", "full_delay_ps")}
+                            for r in precs]
+        meta["clock_basis"] = clock_basis
+        meta["clock_basis_note"] = ("absolute ps of each profile (one delay library and v0); DVFS anchored at the first profile's full delay"
+                                    if clock_basis == "absolute" else
+                                    "each profile's delays scaled by full(first)/full(own): every PE at its own full-grid clock")
     extra_files = {}
     if save_scales:
         from safetensors.torch import save as save_tensors

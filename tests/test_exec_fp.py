@@ -68,7 +68,7 @@ def test_costs_hold_both_profiles_with_unique_names(mixed):
     assert c.codebooks["fp4_e2m1:full"]["format"] == "fp4_e2m1" and c.codebooks["fp4_e2m1:full"]["scale"] == "mx"
     assert "format" not in c.codebooks["full"] and c.codebooks["full"]["profile"] == 0
     meta = c.meta
-    assert [p["format"] for p in meta["profiles"]] == ["int8", "fp4_e2m1"] and "absolute ps" in meta["clock_basis"]
+    assert [p["format"] for p in meta["profiles"]] == ["int8", "fp4_e2m1"] and meta["clock_basis"] == "absolute"
     assert meta["fp_scales"] == {"rule": "mx", "mx_rule": "search", "mx_block": 32}
     # each codebook's compat follows its own absolute delay on the first profile's DVFS table
     for n, b in c.codebooks.items():
@@ -210,3 +210,18 @@ def test_mixed_int_fp_export_writes_fp_layers_dequantized(mixed, tmp_path):
     ql = ex.layers["fc2"]
     assert torch.equal(codes["fc2"]["values"], ql.values) and codes["fc2"]["scale_edges"].tolist() == list(ql.scale_edges)
     assert "values" not in codes["fc1"]
+
+
+def test_anchored_clock_basis_scales_each_profile_to_its_own_full(mixed, tmp_path):
+    tmp, ad, out = mixed
+    pi, pf = small_profile(tmp_path / "int4"), fp_profile(tmp_path / "fp4", "fp4_e2m1", FP4_BOOKS)
+    o2 = build_costs(tmp / "calib", [pi, pf], tmp_path / "anch", "tpu_like", (8, 64), Workload("prefill", 1, 16),
+                     model=ad, damp=0.01, progress=False, clock_basis="anchored")
+    a, b = load_costs(out), load_costs(o2)
+    fi, ff = a.codebooks["full"]["delay_ps"], a.codebooks["fp4_e2m1:full"]["delay_ps"]
+    for n in a.codebooks:
+        k = fi / ff if n.startswith("fp4") else 1.0
+        assert b.codebooks[n]["delay_ps"] == pytest.approx(a.codebooks[n]["delay_ps"] * k, rel=1e-12)
+    assert b.codebooks["fp4_e2m1:full"]["delay_ps"] == pytest.approx(fi) and b.meta["clock_basis"] == "anchored"
+    assert b.errors.equals(a.errors)                                   # the basis changes timing only
+    assert b.compat["fp4_e2m1:full"] == b.compat["full"]

@@ -46,6 +46,8 @@ def costs_cmd(
                                     "local (layer-local tr(ΔW H ΔWᵀ)) or fisher (loss-aware, output channels weighted by the loss's sensitivity)"),
     fp_scale: str = typer.Option("mx", "--fp-scale", help="scales of FP codebooks: mx (E8M0 per row and 32 input columns) or row (per row and tile)"),
     mx_rule: str = typer.Option("search", "--mx-rule", help="E8M0 scale choice: search (OCP rule ×{1,2,½}, least Hessian error) or ocp (the OCP rule)"),
+    clock_basis: str = typer.Option("absolute", "--clock-basis", help="several --profile: absolute (each codebook's own ps) or "
+                                    "anchored (each profile scaled to run its full grid at the first profile's nominal clock)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.
@@ -60,7 +62,8 @@ def costs_cmd(
         warnings.simplefilter("always", DampingWarning)
         build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, Workload(workload, batch, seq_len),
                     codebooks or None, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
-                    progress=progress, error_model=error_model, fp_scale=fp_scale, mx_rule=mx_rule)
+                    progress=progress, error_model=error_model, fp_scale=fp_scale, mx_rule=mx_rule,
+                    clock_basis=clock_basis)
     for w in caught:
         if issubclass(w.category, DampingWarning):
             typer.echo(f"note: {w.message}", err=True)
