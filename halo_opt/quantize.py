@@ -103,7 +103,7 @@ def grid_of(cb, fmt: str | None = None, scale: str | None = None) -> Grid:
     scale = scale or get("scale") or "row"
     if scale not in SCALE_RULES:
         raise UserError(f"unknown scale rule {scale!r}; use one of {', '.join(SCALE_RULES)}")
-    codes = codes_tensor(cb if isinstance(cb, (list, tuple, range, torch.Tensor)) else get("codes")).long()
+    codes = codes_tensor(cb["codes"] if isinstance(cb, dict) else getattr(cb, "codes", cb)).long()
     from .formats import get_format
 
     f = get_format(fmt) if fmt else None
@@ -145,7 +145,23 @@ def codes_tensor(codes: Iterable[int] | torch.Tensor, dtype=torch.float64, devic
     return torch.tensor(c, dtype=dtype, device=device)
 
 
+#: Tables of wide code ranges (FP grids: up to 2^21 entries), kept across calls (key: codes, range).
+_LUT_CACHE: dict = {}
+
+
 def _nearest_lut(c: torch.Tensor, lo: int | None = None, hi: int | None = None) -> torch.Tensor:
+    """:func:`_nearest_lut_uncached`, cached for wide ranges (> 4096 codes wide; never modified in place)."""
+    if float(c[-1] - c[0]) <= 4096:
+        return _nearest_lut_uncached(c, lo, hi)
+    key = (c.to("cpu", torch.float64).numpy().tobytes(), lo, hi)
+    if key not in _LUT_CACHE:
+        if len(_LUT_CACHE) >= 16:
+            _LUT_CACHE.pop(next(iter(_LUT_CACHE)))
+        _LUT_CACHE[key] = _nearest_lut_uncached(c, lo, hi)
+    return _LUT_CACHE[key]
+
+
+def _nearest_lut_uncached(c: torch.Tensor, lo: int | None = None, hi: int | None = None) -> torch.Tensor:
     """Nearest-code table over half-integer cells of ``x`` (codes are integers, so every decision
     boundary ``(a+b)/2`` is a multiple of 1/2). Cell ``t = floor(2x)`` (clamped to
     ``[2·lo − 1, 2·hi]``, by default ``lo, hi = c_min, c_max``; a wider range gives the same codes);
