@@ -107,9 +107,20 @@ def grid_of(cb, fmt: str | None = None, scale: str | None = None) -> Grid:
     from .formats import get_format
 
     f = get_format(fmt) if fmt else None
+    given = get("values") if not isinstance(cb, (list, tuple, range, torch.Tensor)) else None
+    if f is None and given is not None and len(given) == len(codes):   # e.g. hardware.codebooks.Codebook.values
+        src = cb["codes"] if isinstance(cb, dict) else cb.codes
+        by_code = dict(zip((int(c) for c in src), (float(v) for v in given)))
+        vals = torch.tensor([by_code[int(c)] for c in codes], dtype=torch.float64)
+        if not torch.equal(vals, codes.double()):
+            return _value_grid(codes, vals, "values", scale)
     if f is None or not f.is_float:
         return Grid(codes, codes.double(), codes.double(), 0, f.name if f else "int", scale)
-    vals = torch.tensor(f.value(codes.numpy()), dtype=torch.float64)
+    return _value_grid(codes, torch.tensor(f.value(codes.numpy()), dtype=torch.float64), f.name, scale)
+
+
+def _value_grid(codes: torch.Tensor, vals: torch.Tensor, fmt: str, scale: str) -> Grid:
+    """A :class:`Grid` of codes standing for dyadic ``vals`` (sorted by value, distinct values)."""
     import numpy as np
 
     order = torch.from_numpy(np.lexsort((codes.numpy(), vals.numpy())))   # by value, then code
@@ -120,7 +131,10 @@ def grid_of(cb, fmt: str | None = None, scale: str | None = None) -> Grid:
     shift = 0
     while not torch.equal(torch.ldexp(vals, torch.tensor(shift)).frac(), torch.zeros_like(vals)):
         shift += 1
-    return Grid(codes, vals, torch.ldexp(vals, torch.tensor(shift)), shift, f.name, scale)
+    if float(torch.ldexp(vals, torch.tensor(shift)).abs().max()) > 2.0 ** 52:
+        raise UserError("codebook values span too many binary digits (value·2^k must stay below 2^52 for exact "
+                        "rounding); use values of a number format (FP8, FP4) or integers")
+    return Grid(codes, vals, torch.ldexp(vals, torch.tensor(shift)), shift, fmt, scale)
 
 
 def quantize_to_grid(w: torch.Tensor, scale: torch.Tensor, cb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

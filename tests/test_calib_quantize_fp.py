@@ -171,3 +171,17 @@ def test_row_scaled_fp_book_in_batched_search_equals_single():
             blk = slice(16 * j, min(16 * j + 16, 40))
             s1, e1 = search_scales(W[:, blk], H[blk, blk], b, f)
             assert torch.equal(s[c, :, j], s1) and torch.allclose(e[c, :, j], e1, rtol=1e-12, atol=0)
+
+
+def test_grid_of_a_hardware_codebook_uses_its_values():
+    from halo_opt.hardware.codebooks import Codebook
+
+    f = get_format("fp4_e2m1")
+    codes = [0, 1, 2, 3, 9, 10]
+    cb = Codebook("x", tuple(codes), 100.0, 1.0, "t", tuple(float(v) for v in f.value(codes)))
+    g, ref = grid_of(cb), grid_of({"codes": codes, "format": "fp4_e2m1"})
+    assert torch.equal(g.values, ref.values) and torch.equal(g.codes, ref.codes) and g.shift == ref.shift == 1
+    gi = grid_of(Codebook("i", (-1, 0, 1), 100.0, 1.0))           # integer codebook: values = codes
+    assert gi.is_int and torch.equal(gi.rep, torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(UserError, match="binary digits"):
+        grid_of({"codes": [0, 1, 2], "values": [0.0, 0.1, 1000.0]})
