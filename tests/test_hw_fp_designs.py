@@ -23,16 +23,15 @@ from halo_opt.hardware.yosys import synthesize_mac
 FP4 = mac_spec(wformat="fp4_e2m1")  # FP4 E2M1 weights x FP8 E4M3 activations
 
 
-def fields_model(spec: MacSpec, a: int, w: int) -> int:
+def fields_model(spec: MacSpec, a, w):
     """A second reference, from the fields (not from formats.value): ±(sig_a·sig_w) << (sh_a + sh_w)."""
-    out, sign = 1, 0
-    sh = 0
-    for code, f in ((a, spec.afmt), (w, spec.wfmt)):
+    out, sign, sh = 1, 0, 0
+    for code, f in ((np.asarray(a, np.int64), spec.afmt), (np.asarray(w, np.int64), spec.wfmt)):
         s, e, m = code >> (f.bits - 1) & 1, code >> f.mbits & ((1 << f.ebits) - 1), code & ((1 << f.mbits) - 1)
-        out *= ((1 << f.mbits) if e else 0) + m
-        sh += max(e, 1) - 1
-        sign ^= s
-    return -(out << sh) if sign else out << sh
+        out = out * (np.where(e != 0, 1 << f.mbits, 0) + m)
+        sh = sh + np.maximum(e, 1) - 1
+        sign = sign ^ s
+    return np.where(sign == 1, -(out << sh), out << sh)
 
 
 def test_spec_defaults_names_and_errors():
@@ -56,9 +55,8 @@ def test_exact_products_match_the_field_model_and_values(name):
     spec = mac_spec(wformat=name)
     A, W = act_codes(spec), weight_codes(spec)
     P = exact_products(spec, A[:, None], W[None, :])
-    rng = np.random.default_rng(0)
-    for i, j in zip(rng.integers(0, A.size, 400), rng.integers(0, W.size, 400)):
-        assert P[i, j] == fields_model(spec, int(A[i]), int(W[j]))
+    Ag, Wg = np.meshgrid(A, W, indexing="ij")
+    np.testing.assert_array_equal(P, fields_model(spec, Ag, Wg))  # every pair
     val = spec.afmt.value(A)[:, None] * spec.wfmt.value(W)[None, :]
     np.testing.assert_array_equal(np.ldexp(P.astype(np.float64), spec.fp_layout()["lsb"]), val)
     assert np.abs(P).max() < 2 ** (spec.mbits - 1)  # fits m without truncation
@@ -100,7 +98,7 @@ def test_one_altered_gate_fails_the_fp_check(pick):
         functional_check(bad, FP4)
     a, w, p, exp, got = map(int, re.search(r"a=(\d+) w=(\d+) p=(-?\d+): expected (-?\d+), got (-?\d+)", str(e.value)).groups())
     half = 2 ** (FP4.acc - 1)
-    assert exp == (p + fields_model(FP4, a, w) + half) % 2**FP4.acc - half  # the reported vector is real
+    assert exp == (p + int(fields_model(FP4, a, w)) + half) % 2**FP4.acc - half  # the reported vector is real
     assert simulate(bad, {"a": [a], "w": [w], "p": [p]}, signed=True)["y"][0] == got != exp
 
 
@@ -145,7 +143,37 @@ def test_cli_characterize_fp4_and_bad_format(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["array", "booth"])
-def test_fp8_e4m3_passes_the_exhaustive_check(arch):
-    spec = mac_spec(wformat="fp8_e4m3", arch=arch)
-    assert functional_check(synthesize_mac(spec), spec) == 254 * 254 * 64
+@pytest.mark.parametrize("w,a,arch", [("fp8_e4m3", None, "array"), ("fp8_e4m3", None, "booth"),
+                                      ("fp8_e5m2", None, "array"), ("fp4_e2m1", "fp4_e2m1", "array")])
+def test_fp8_and_other_pairs_pass_the_exhaustive_check(w, a, arch):
+    spec = mac_spec(wformat=w, aformat=a, arch=arch)
+    n = functional_check(synthesize_mac(spec), spec)
+    assert n == spec.afmt.codes().size * spec.wfmt.codes().size * min(64, 2**spec.acc)
+
+
+def test_fp4_registered_profile_times_the_stages_apart():
+    spec = replace(FP4, pipeline="registered")
+    prof, _, _ = characterize(CharacterizeConfig(spec, n_psums=4, n_energy=64))
+    st = prof.meta["stages"]
+    assert set(st) == {"mul", "acc"} and st["mul"]["weight_dependent"] and not st["acc"]["weight_dependent"]
+    np.testing.assert_allclose(prof.delay("static"), np.maximum(prof.table["stage_static_ps"], st["acc"]["static_ps"]))
+    nz = prof.values != 0
+    assert prof.table["stage_static_ps"][nz].max() / prof.table["stage_static_ps"][nz].min() > 1.0  # the FP multiplier stage varies
+
+
+@pytest.mark.slow
+def test_fp4_sky130_static_delay_equals_opensta():
+    from shared_files import SKY130
+
+    from halo_opt.hardware.delay import LibertyDelay
+    from halo_opt.hardware.liberty import read_liberty
+    from halo_opt.hardware.opensta import opensta_static_delays, sta_path, weight_cases
+    from halo_opt.hardware.timing import static_timing
+
+    if sta_path() is None or not SKY130.is_file():
+        pytest.skip("OpenSTA or the sky130 Liberty file not available")
+    net = synthesize_mac(FP4, liberty=SKY130)
+    codes = weight_codes(FP4)
+    ref = np.array(opensta_static_delays(net.meta["verilog_path"], SKY130, weight_cases(codes, 4)))
+    ours = static_timing(net, LibertyDelay(read_liberty(SKY130)), codes).delay_ps
+    assert ref.max() / ref[1:].min() > 1.02 and np.abs(ours - ref).max() / ref.min() <= 1e-3

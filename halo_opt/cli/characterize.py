@@ -71,8 +71,12 @@ def print_summary(profile, books, console) -> None:
         if len(profile.meta["stages"]) > 1:
             kind = "weight-dependent, max over codes" if st["weight_dependent"] else ("once per column, not in the cycle" if st["per"] == "column" else "weight-independent floor")
             console.print(f"  stage {name}: {st['gates']} gates, static {st['static_ps']:.0f} ps, floating {st['float_ps']:.0f} ps ({kind})")
-    t = Table("codebook", "family", "codes", "delay (ps)", "energy (fJ)", "speed vs full")
-    full = books[0].delay_ps
+    from ..hardware.codebooks import gaussian_mse
+
+    wide = profile.format.is_float
+    t = Table("codebook", "family", "codes", "delay (ps)", "energy (fJ)", "speed vs full", "Gaussian MSE vs full")
+    full, mse0 = books[0].delay_ps, gaussian_mse(books[0].values, wide=wide)
     for cb in books:
-        t.add_row(cb.name, cb.family, str(cb.size), f"{cb.delay_ps:.0f}", f"{cb.energy_fj:.1f}", f"{full / cb.delay_ps:.2f}x")
+        t.add_row(cb.name, cb.family, str(cb.size), f"{cb.delay_ps:.0f}", f"{cb.energy_fj:.1f}", f"{full / cb.delay_ps:.2f}x",
+                  f"{gaussian_mse(cb.values, wide=wide) / mse0:.1f}x")
     console.print(t)

@@ -27,6 +27,7 @@ spread over many octaves), and codes of equal value (FP ``+0`` and ``−0``) cou
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -100,7 +101,14 @@ def gaussian_mse(values: Sequence[float], n_scales: int = 64, wide: bool = False
     floating-point value sets, which span many octaves) adds a geometric grid from that down to
     mapping the smallest nonzero |value| to 4.5σ, then refines around the best scale; the
     result is never above the narrow search's."""
-    c = np.asarray(sorted(set(float(v) for v in values)), dtype=np.float64)
+    return _gaussian_mse(tuple(sorted(set(float(v) for v in values))), n_scales, wide)
+
+
+@lru_cache(maxsize=1 << 16)
+def _gaussian_mse(values: tuple[float, ...], n_scales: int, wide: bool) -> float:
+    """:func:`gaussian_mse` of a sorted tuple of distinct values (memoised: the codebook searches
+    score the same sets many times)."""
+    c = np.asarray(values, dtype=np.float64)
     x = _gauss_points()
     if len(c) == 1:
         return float(np.mean((x - c[0]) ** 2))
@@ -110,8 +118,25 @@ def gaussian_mse(values: Sequence[float], n_scales: int = 64, wide: bool = False
         return _mse_at(c, x, s)[0]
     tiny = np.abs(c[c != 0]).min()
     s = np.concatenate([s, np.geomspace(0.4 / span, 4.5 / tiny, n_scales)])
-    best, s0 = _mse_at(c, x, s)
-    return min(best, _mse_at(c, x, s0 * np.linspace(0.85, 1.15, 31))[0])
+    best, s0 = _mse_binned(c, x, s)
+    return min(best, _mse_binned(c, x, s0 * np.linspace(0.85, 1.15, 31))[0])
+
+
+def _mse_binned(c: np.ndarray, x: np.ndarray, scales: np.ndarray) -> tuple[float, float]:
+    """:func:`_mse_at` from bin sums: ``x`` is sorted, so the points nearest ``c[j]`` at scale s
+    are a run between the scaled midpoints, and their squared error follows from prefix sums
+    of ``x`` and ``x²`` (O(|c| log n) per scale instead of O(n log |c|); equal to rounding)."""
+    n = x.size
+    p1, p2 = np.concatenate([[0.0], np.cumsum(x)]), np.concatenate([[0.0], np.cumsum(x * x)])
+    mids = (c[1:] + c[:-1]) / 2
+    edges = np.concatenate([np.zeros((scales.size, 1), np.int64), np.searchsorted(x, np.outer(scales, mids), side="right"),
+                            np.full((scales.size, 1), n, np.int64)], axis=1)
+    lo, hi = edges[:, :-1], edges[:, 1:]
+    cnt, s1, s2 = hi - lo, p1[hi] - p1[lo], p2[hi] - p2[lo]
+    q = scales[:, None] * c[None, :]
+    mse = (s2 - 2 * q * s1 + cnt * q * q).sum(axis=1) / n
+    i = int(np.argmin(mse))
+    return float(mse[i]), float(scales[i])
 
 
 def _mse_at(c: np.ndarray, x: np.ndarray, scales: np.ndarray) -> tuple[float, float]:

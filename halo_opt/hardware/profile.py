@@ -7,9 +7,10 @@ column             unit   meaning
 =================  =====  =====================================================================
 ``code``           int    weight code: the value for integer formats (two's complement when
                           signed), the unsigned bit pattern for floating-point ones
-``value``          —      the number the code stands for (float64; ``= code`` for integers), from
-                          the weight format ``meta['format']`` (:mod:`halo_opt.formats`; absent =
-                          the integer format of ``meta['wbits']``/``meta['signed']`` as before)
+``value``          —      floating-point formats only: the number the code stands for (float64),
+                          from the weight format ``meta['format']`` (:mod:`halo_opt.formats`;
+                          absent = the integer format of ``meta['wbits']``/``meta['signed']``, whose
+                          values are the codes: :attr:`MacProfile.values` serves both)
 ``delay_static_ps`` ps    case-analysis delay: ``w`` bits constant, longest path over live nets
 ``delay_float_ps``  ps    sensitised floating-mode delay, max over sampled (a, p) vectors (<= static)
 ``energy_fj``       fJ    dynamic energy per MAC operation at ``meta['v0']`` with ``w`` held
@@ -29,10 +30,10 @@ Registered designs add ``stage_static_ps`` / ``stage_float_ps``: the weight-depe
 (multiplier) stage alone; the delay columns are then the cycle, ``max`` of that and the
 weight-independent floor of the accumulate stage (``meta['stages']``).
 
-``value`` is derived from ``code`` and the format, so it is not part of :meth:`MacProfile.sha256`
-and is written to ``profile.csv``/``.parquet`` only for floating-point formats (integer profiles
-are byte-identical to those made before formats existed); a loaded table gets it filled in, and
-a given ``value`` column must agree with the format.
+``value`` is derived from ``code`` and the format, so it is not part of :meth:`MacProfile.sha256`;
+it is a column (in memory and in ``profile.csv``/``.parquet``) only for floating-point formats, so
+integer profiles are byte-identical to those made before formats existed. A loaded FP table gets
+it filled in, and a given ``value`` column must agree with the format (integers: with the code).
 
 Profiles round-trip through CSV or Parquet plus a JSON sidecar for ``meta``, so users can bring
 tables from their own EDA flow (only ``code`` and one delay column are required; missing
@@ -90,7 +91,9 @@ class MacProfile:
     @property
     def values(self) -> np.ndarray:
         """The value each code stands for (float64; ``= codes`` for integer formats)."""
-        return self.table["value"].to_numpy(np.float64)
+        if "value" in self.table:
+            return self.table["value"].to_numpy(np.float64)
+        return self.table["code"].to_numpy(np.float64)
 
     @property
     def format(self) -> NumberFormat:
@@ -113,7 +116,7 @@ class MacProfile:
 
     def sha256(self) -> str:
         """Identity of the profile: hash of its numbers and design metadata."""
-        table = self.table.drop(columns="value")  # derived from code + meta['format']
+        table = self.table.drop(columns="value", errors="ignore")  # derived from code + meta['format']
         return sha256_json({"table": table.round(9).to_dict("list"), "meta": _identity(self.meta)})
 
     def spread(self, timing: str = "static") -> float:
@@ -126,11 +129,10 @@ class MacProfile:
         """Write ``profile.csv``, ``profile.parquet`` and ``profile.json`` (meta) into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        table = self.table if self.format.is_float else self.table.drop(columns="value")
         with atomic_path(folder / "profile.csv") as tmp:
-            table.to_csv(tmp, index=False)
+            self.table.to_csv(tmp, index=False)
         with atomic_path(folder / "profile.parquet") as tmp:
-            table.to_parquet(tmp, index=False)
+            self.table.to_parquet(tmp, index=False)
         write_json(folder / "profile.json", {"meta": self.meta, "sha256": self.sha256()})
         return folder
 
@@ -229,7 +231,8 @@ def _validated(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
             i = int(np.flatnonzero(off)[0])
             raise UserError(f"MAC profile: code {int(codes[i])} has value {given[i]} but {fmt.name} gives {value[i]}; "
                             "drop the value column (it is derived from the code and meta['format']) or fix it")
-    df["value"] = value  # last: the columns before it are as they were before formats existed
+    if fmt.is_float:  # integer tables stay as they were before formats existed (values = codes)
+        df["value"] = value
     return df
 
 
@@ -239,7 +242,7 @@ def fastest_codes(profile: MacProfile, n: int, column: str | None = None) -> set
     then the smaller code."""
     col = column or ("stage_static_ps" if "stage_static_ps" in profile.table else "delay_static_ps")
     t = profile.table
-    order = np.lexsort((t["code"].to_numpy(), np.abs(t["value"].to_numpy()), t[col].to_numpy()))
+    order = np.lexsort((t["code"].to_numpy(), np.abs(profile.values), t[col].to_numpy()))
     return {int(c) for c in t["code"].to_numpy()[order[:n]]}
 
 
