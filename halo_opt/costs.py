@@ -16,6 +16,12 @@ exactly (undamped); summed over a whole layer it is the block-diagonal part of
 ``tr(ΔW H ΔWᵀ)`` (cross terms between column blocks are left out, rows never interact).
 ``normaliser = Σ_l tr(W_l H_l W_lᵀ)`` (same units) makes budgets relative.
 
+FP codebooks (issue 17): a codebook of a floating-point format (``format`` from the profile's
+``codebooks.json`` meta) rounds to the nearest value; with the ``mx`` scale rule its ``s`` is one
+E8M0 power of two per row and 32 input columns (:func:`halo_opt.quantize.mx_block_scales`) and
+``e_gc`` the same quadratic form over the tile. Several profiles (``--profile`` repeated) put
+all their codebooks into one table (:func:`_profile_books`, :func:`build_costs`).
+
 Error models (``error_model``, recorded in ``meta.json``). ``local``: the formula above, a
 layer-local proxy (units of ``tr(ΔW H ΔWᵀ)``). ``fisher``: each row's error weighted by the
 loss sensitivity of its output channel, ``e_gc = Σ_r w_r Δw_r H Δw_rᵀ`` with
