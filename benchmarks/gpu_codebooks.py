@@ -8,6 +8,16 @@ reasons) and the energy counter integrates the window.
 * ``int8``: ``torch._int_mm(X int8 [M,K], Wᵀ int8 [K,N]) -> int32``; X uniform on −128..127.
 * ``fp16``: ``X @ Wᵀ`` with ``W = codes · 2⁻⁷`` in float16 (a power-of-two scale keeps each
   code's mantissa bits; only the exponent shifts), X ~ N(0, 1) in float16.
+* ``fp8``: ``torch._scaled_mm(X e4m3 [M,K], Wᵀ e4m3 [K,N], scales 1, out bf16)``; a code is an
+  FP8 E4M3 bit pattern (``halo_opt.formats``: 0..254 without the NaNs 0x7F, 0xFF), stored as is
+  (``uint8`` viewed as ``float8_e4m3fn``); X = e4m3(N(0, 1)).
+
+FP8 patterns: ``full`` (uniform over the 254 finite codes); the ``fast``/``frugal`` books of an
+FP8 codebooks file (``--fp8-codebooks``, ``meta.format`` = ``fp8_e4m3``) when one is given, else
+four books chosen by a stated bit criterion (:func:`fp8_bit_codebooks`): ``shift8``/``shift16``
+(mantissa-zero codes, i.e. power-of-two weights whose significand product is a shift, over a
+band of exponents) and ``lowpop8``/``lowpop16`` (the codes with the fewest one bits); then
+``minilm_fp8`` (the MiniLM layer cast to E4M3 with a per-row absmax scale) and ``zeros``.
 
 Patterns: ``full`` (uniform over −128..127), the fastest 8/16-code codebooks (``fast8``,
 ``fast16``), the most frugal ones (``frugal8``, ``frugal16``; else the lowest ``energy``
@@ -78,6 +88,7 @@ def _minilm_weights() -> Path:
 MINILM = _minilm_weights()
 MINILM_LAYER = "encoder.layer.0.intermediate.dense.weight"
 FP16_SCALE = 2.0 ** -7
+DTYPES = ("int8", "fp16", "fp8")
 REF = "full"
 #: NVML clock-event reason bits (nvmlClocksEventReason*), read-only.
 REASONS = {"power_cap": 0x4, "hw_slowdown": 0x8, "sw_thermal": 0x20, "hw_thermal": 0x40, "power_brake": 0x80}
@@ -113,6 +124,30 @@ class Pattern:
         return cls(name, tuple(int(x) for x in v[keep]), tuple(float(x) for x in c[keep] / c[keep].sum()), source)
 
 
+def fp8_codes() -> tuple[int, ...]:
+    """The 254 finite FP8 E4M3 codes (bit patterns), from :mod:`halo_opt.formats`."""
+    from halo_opt.formats import get_format
+
+    return tuple(int(c) for c in get_format("fp8_e4m3").codes())
+
+
+def fp8_bit_codebooks() -> dict[str, tuple[int, ...]]:
+    """FP8 E4M3 codebooks chosen by a bit criterion (no FP8 MAC profile needed), each with +0:
+
+    * ``shift8`` / ``shift16``: mantissa field 0 (the weight is ±2^k: a multiplier's significand
+      product is a shift of the activation), ``±0`` and the exponent fields 7..9 (±1, 2, 4) /
+      5..11 (±0.25 .. 16): a narrow and a wider band of powers of two;
+    * ``lowpop8`` / ``lowpop16``: the 8 / 16 finite patterns with the fewest one bits
+      (ties: smaller pattern first): the fewest weight bits set, a switching-activity proxy.
+    """
+    def shift(e_lo, e_hi):
+        return tuple(sorted({0, 0x80} | {s << 7 | e << 3 for s in (0, 1) for e in range(e_lo, e_hi + 1)}))
+
+    by_pop = sorted(fp8_codes(), key=lambda c: (bin(c).count("1"), c))
+    return {"shift8": shift(7, 9), "shift16": shift(5, 11),
+            "lowpop8": tuple(sorted(by_pop[:8])), "lowpop16": tuple(sorted(by_pop[:16]))}
+
+
 def select_codebooks(books) -> dict[str, object]:
     """Pick ``fast8, fast16, frugal8, frugal16`` from a codebook list (``halo_opt`` ``Codebook``s).
 
@@ -146,7 +181,9 @@ def minilm_code_hist(path: Path = MINILM, layer: str = MINILM_LAYER, bits: Seque
     """RTN code histograms of one real layer: per row ``s = max|w_r| / (2^(b−1) − 1)``, ``q = Q(w/s)``.
 
     ``Q`` is ``halo_opt.quantize.quantize_to_codes`` over the signed grid −2^(b−1)..2^(b−1)−1.
-    Returns ``{"source", "layer", "shape", "int8": {"values", "counts"}, "int4": {...}}``.
+    ``fp8_e4m3``: per row ``s = max|w_r| / 448`` and torch's cast ``float8_e4m3fn(w/s)`` (round to
+    nearest even), counted by bit pattern.
+    Returns ``{"source", "layer", "shape", "int8": {"values", "counts"}, "int4": {...}, "fp8_e4m3": {...}}``.
     """
     import torch
     from safetensors import safe_open
@@ -166,11 +203,30 @@ def minilm_code_hist(path: Path = MINILM, layer: str = MINILM_LAYER, bits: Seque
         q, _ = quantize_to_codes(W, s, codes)
         vals, counts = torch.unique(q, return_counts=True)
         out[f"int{b}"] = {"values": vals.tolist(), "counts": counts.tolist()}
+    s8 = W.abs().amax(1, keepdim=True) / 448.0
+    q8 = (W / torch.where(s8 > 0, s8, 1.0)).to(torch.float32).to(torch.float8_e4m3fn).view(torch.uint8).long()
+    vals, counts = torch.unique(q8, return_counts=True)
+    out["fp8_e4m3"] = {"values": vals.tolist(), "counts": counts.tolist(),
+                       "method": "per-row s = max|w|/448, torch float8_e4m3fn cast (RNE), bit patterns"}
     return out
 
 
-def build_patterns(books, hist: dict) -> list[Pattern]:
-    """The benchmark's patterns, in a fixed canonical order (the run order is shuffled per round)."""
+def build_patterns(books, hist: dict, dtype: str = "int8") -> list[Pattern]:
+    """The benchmark's patterns, in a fixed canonical order (the run order is shuffled per round).
+    ``dtype`` ``fp8``: FP8 E4M3 patterns (module doc); ``books`` is then an FP8 codebook list or None."""
+    if dtype == "fp8":
+        pats = [Pattern.uniform(REF, fp8_codes(), "uniform over the 254 finite fp8_e4m3 codes")]
+        if books:
+            for name, b in select_codebooks(books).items():
+                pats.append(Pattern.uniform(name, b.codes, f"fp8 codebook {b.name} ({b.family}, {b.delay_ps:.1f} ps, {b.energy_fj:.2f} fJ)"))
+        else:
+            for name, codes in fp8_bit_codebooks().items():
+                pats.append(Pattern.uniform(name, codes, f"fp8 bit-criterion book {name} (fp8_bit_codebooks)"))
+        if "fp8_e4m3" in hist:
+            h = hist["fp8_e4m3"]
+            pats.append(Pattern.histogram("minilm_fp8", h["values"], h["counts"], f"{hist['layer']} FP8 E4M3 histogram"))
+        pats.append(Pattern.uniform("zeros", [0], "all zeros"))
+        return pats
     chosen = select_codebooks(books)
     pats = [Pattern.uniform(REF, range(-128, 128), "uniform over -128..127")]
     for name, b in chosen.items():
@@ -182,11 +238,12 @@ def build_patterns(books, hist: dict) -> list[Pattern]:
     return pats
 
 
-def draw_codes(p: Pattern, shape: tuple[int, ...], generator, device="cpu"):
-    """iid draws from ``p`` by inverse CDF: ``values[searchsorted(cdf, u, right)]``, int8 tensor."""
+def draw_codes(p: Pattern, shape: tuple[int, ...], generator, device="cpu", dtype=None):
+    """iid draws from ``p`` by inverse CDF: ``values[searchsorted(cdf, u, right)]``, an int8 tensor
+    (``dtype=torch.uint8`` for FP8 bit patterns)."""
     import torch
 
-    vals = torch.tensor(p.values, dtype=torch.int8, device=device)
+    vals = torch.tensor(p.values, dtype=torch.int16, device=device).to(dtype or torch.int8)
     cdf = torch.tensor(np.cumsum(p.probs), dtype=torch.float64, device=device)
     cdf[-1] = 1.0 + 1e-9  # u < 1 always lands inside
     u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
@@ -197,10 +254,11 @@ def bit_stats(p: Pattern, dtype: str) -> dict:
     """Exact bit-activity proxies of ``p`` as stored: mean popcount E[|b(q)|] and mean Hamming
     distance E[|b(q₁) ⊕ b(q₂)|] between two iid draws (the toggles a fresh operand causes).
 
-    ``b`` is the 8-bit two's complement of ``q`` (int8) or the 16 bits of fp16(q·2⁻⁷) (fp16).
+    ``b`` is the 8-bit two's complement of ``q`` (int8), the 16 bits of fp16(q·2⁻⁷) (fp16), or the
+    FP8 bit pattern ``q`` itself (fp8).
     """
     v = np.asarray(p.values, np.int64)
-    bits = (v & 0xFF).astype(np.uint16) if dtype == "int8" else (v * FP16_SCALE).astype(np.float16).view(np.uint16)
+    bits = (v & 0xFF).astype(np.uint16) if dtype in ("int8", "fp8") else (v * FP16_SCALE).astype(np.float16).view(np.uint16)
     pc = np.array([bin(int(b)).count("1") for b in bits], np.float64)
     ham = np.array([[bin(int(a ^ b)).count("1") for b in bits] for a in bits], np.float64)
     w = np.asarray(p.probs, np.float64)
@@ -297,19 +355,22 @@ class Sampler:
 # GEMM windows
 # ---------------------------------------------------------------------------------------------
 def make_operands(patterns: Sequence[Pattern], dtype: str, size: int, seed: int, device: str):
-    """Activation X [size, size] and per-pattern weights W [size, size] (int8, or fp16 = codes·2⁻⁷)."""
+    """Activation X [size, size] and per-pattern weights W [size, size] (int8, fp16 = codes·2⁻⁷,
+    or fp8: the code's bit pattern viewed as ``float8_e4m3fn``)."""
     import torch
 
     g = torch.Generator(device=device).manual_seed(seed)
     if dtype == "int8":
         X = torch.randint(-128, 128, (size, size), generator=g, device=device, dtype=torch.int8)
     else:
-        X = torch.randn((size, size), generator=g, device=device, dtype=torch.float32).to(torch.float16)
+        X = torch.randn((size, size), generator=g, device=device, dtype=torch.float32)
+        X = X.to(torch.float8_e4m3fn if dtype == "fp8" else torch.float16)
     Ws = {}
     for i, p in enumerate(patterns):
         gi = torch.Generator(device=device).manual_seed(seed * 1000 + 1 + i)
-        q = draw_codes(p, (size, size), gi, device)
-        Ws[p.name] = q if dtype == "int8" else (q.to(torch.float32) * FP16_SCALE).to(torch.float16)
+        q = draw_codes(p, (size, size), gi, device, torch.uint8 if dtype == "fp8" else torch.int8)
+        Ws[p.name] = (q if dtype == "int8" else q.view(torch.float8_e4m3fn) if dtype == "fp8"
+                      else (q.to(torch.float32) * FP16_SCALE).to(torch.float16))
     return X, Ws
 
 
@@ -319,11 +380,15 @@ def gemm_fn(X, W, dtype: str) -> Callable[[], object]:
     Wt = W.t()  # [K, N], column-major view: the cuBLASLt "TN" layout int8 GEMMs want
     if dtype == "int8":
         return lambda: torch._int_mm(X, Wt)
+    if dtype == "fp8":  # per-tensor scales 1: the codes' own values; fp32 accumulate, bf16 out
+        one = torch.ones((), dtype=torch.float32, device=X.device)
+        return lambda: torch._scaled_mm(X, Wt, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
     return lambda: torch.matmul(X, Wt)
 
 
 def check_gemm(X, W, dtype: str, rows: int = 64) -> float:
-    """Relative error ‖Y − Y_ref‖/‖Y_ref‖ of the first ``rows`` output rows vs float64 (int8: exact, 0)."""
+    """Relative error ‖Y − Y_ref‖/‖Y_ref‖ of the first ``rows`` output rows vs float64 (int8: exact, 0;
+    fp8: the bf16 output's rounding, ≈ 2⁻⁹)."""
     import torch
 
     Y = gemm_fn(X[:max(rows, 32)], W, dtype)()[:rows].to(torch.float64)
@@ -408,6 +473,7 @@ def run_benchmark(patterns: Sequence[Pattern], dtype: str, size: int, seconds: f
     X, Ws = make_operands(patterns, dtype, size, seed, device)
     errs = {p.name: check_gemm(X, Ws[p.name], dtype) for p in patterns if p.name in (REF, "fast8")}
     tol = 0.0 if dtype == "int8" else 1e-2
+    errs |= {p.name: check_gemm(X, Ws[p.name], dtype) for p in patterns if dtype == "fp8" and p.name != "zeros"}
     bad = {k: v for k, v in errs.items() if not v <= tol}
     if bad:
         raise RuntimeError(f"GEMM check failed for {dtype}: relative error {bad} > {tol}")
@@ -463,7 +529,7 @@ def summarize(df, ref: str = REF, metrics: Sequence[str] = METRICS):
     import pandas as pd
 
     out = []
-    df = df.assign(_d=df["dtype"].map({"int8": 0, "fp16": 1}).fillna(2), _rank=df["pattern"].map(pattern_rank))
+    df = df.assign(_d=df["dtype"].map({"int8": 0, "fp16": 1, "fp8": 2}).fillna(3), _rank=df["pattern"].map(pattern_rank))
     df = df.sort_values(["_d", "_rank", "pattern"], kind="stable")
     for (dtype, pat), g in df.groupby(["dtype", "pattern"], sort=False):
         refg = df[(df["dtype"] == dtype) & (df["pattern"] == ref)].set_index("round")
@@ -619,14 +685,20 @@ def report(folder: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-def _load_inputs(args) -> list[Pattern]:
+def _load_inputs(args, dtype: str = "int8") -> list[Pattern]:
     from halo_opt.hardware.codebooks import load_codebooks
 
-    if not Path(args.codebooks).is_file():
-        raise UserError(f"codebooks file {args.codebooks} not found; pass --codebooks PATH (docs/contracts.md §2)")
+    path = args.fp8_codebooks if dtype == "fp8" else args.codebooks
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"codebooks file {path} not found; pass {'--fp8-codebooks' if dtype == 'fp8' else '--codebooks'} PATH "
+                        "(docs/contracts.md §2)")
     if not Path(args.hist).is_file():
         raise UserError(f"code histogram {args.hist} not found; run `gpu_codebooks.py hist` first")
-    return build_patterns(load_codebooks(args.codebooks), json.loads(Path(args.hist).read_text()))
+    if dtype == "fp8" and path is not None:
+        fmt = ((json.loads(Path(path).read_text()) or {}).get("meta") or {}).get("format")
+        if fmt != "fp8_e4m3":
+            raise UserError(f"--fp8-codebooks {path} is for format {fmt!r}, not fp8_e4m3; pass an FP8 E4M3 profile's codebooks.json")
+    return build_patterns(load_codebooks(path) if path else None, json.loads(Path(args.hist).read_text()), dtype)
 
 
 def cmd_run(args) -> None:
@@ -634,7 +706,8 @@ def cmd_run(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    patterns = _load_inputs(args)
+    dtypes = args.dtype.split(",")
+    pats_of = {d: _load_inputs(args, d) for d in dtypes}
     if args.quick:
         device, nvml = "cpu", None
         print("quick mode: CPU, tiny sizes, NO NVML -> power/clock/energy are NaN; this checks logic only", flush=True)
@@ -647,20 +720,23 @@ def cmd_run(args) -> None:
     meta = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
             "torch": torch.__version__, "cuda": torch.version.cuda, "size": size, "seconds": seconds,
             "warmup_s": warmup, "first_warmup_s": first, "rounds": args.rounds, "seed": args.seed,
-            "codebooks": str(args.codebooks), "hist": str(args.hist), "fp16_scale": FP16_SCALE,
-            "patterns": [asdict(p) for p in patterns],
-            "codebooks_meta": (json.loads(Path(args.codebooks).read_text()) or {}).get("meta", {})
-            if str(args.codebooks).endswith(".json") else {}}
+            "codebooks": str(args.codebooks), "hist": str(args.hist), "fp16_scale": FP16_SCALE}
     if nvml:
         meta |= nvml.info()
         meta["device_name_torch"] = torch.cuda.get_device_name(0)
-    for d in args.dtype.split(","):
-        (out / f"meta_{d}.json").write_text(json.dumps(meta, indent=1))
-        print(json.dumps({k: v for k, v in meta.items() if k != "patterns"}), flush=True)
-        run_benchmark(patterns, d, size, seconds, warmup, args.rounds, args.seed, out, device, nvml, first,
+    for d in dtypes:
+        books = args.fp8_codebooks if d == "fp8" else args.codebooks
+        md = meta | {"codebooks": str(books), "patterns": [asdict(p) for p in pats_of[d]],
+                     "codebooks_meta": (json.loads(Path(books).read_text()) or {}).get("meta", {})
+                     if books and str(books).endswith(".json") else {}}
+        if d == "fp8" and not books:
+            md["codebooks_meta"] = {"criterion": fp8_bit_codebooks.__doc__.split("\n\n")[0].strip()}
+        (out / f"meta_{d}.json").write_text(json.dumps(md, indent=1))
+        print(json.dumps({k: v for k, v in md.items() if k != "patterns"}), flush=True)
+        run_benchmark(pats_of[d], d, size, seconds, warmup, args.rounds, args.seed, out, device, nvml, first,
                       budget_s=args.budget_s)
     print(markdown_table(summarize(__import__("pandas").concat(
-        [__import__("pandas").read_csv(out / f"windows_{d}.csv") for d in args.dtype.split(",")]))), flush=True)
+        [__import__("pandas").read_csv(out / f"windows_{d}.csv") for d in dtypes]))), flush=True)
 
 
 def cmd_smoke(args) -> None:
@@ -692,7 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("run", help="measure windows for each dtype (GPU), or --quick logic check (CPU)")
     r.add_argument("--codebooks", default=str(ROOT / "data/profiles/int8_signed_array_builtin/codebooks.json"))
     r.add_argument("--hist", default=str(HIST_PATH))
-    r.add_argument("--dtype", default="int8", help="comma list of int8,fp16")
+    r.add_argument("--dtype", default="int8", help="comma list of int8,fp16,fp8")
+    r.add_argument("--fp8-codebooks", default=None,
+                   help="codebooks.json of an FP8 E4M3 profile (fp8 patterns); default: bit-criterion books")
     r.add_argument("--size", type=int, default=8192)
     r.add_argument("--seconds", type=float, default=20.0, help="measured window length (s)")
     r.add_argument("--warmup", type=float, default=1.5, help="untimed warm-up before each window (s)")
@@ -712,8 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             for d in args.dtype.split(","):
-                if d not in ("int8", "fp16"):
-                    raise UserError(f"unknown dtype {d!r}; use int8 and/or fp16")
+                if d not in DTYPES:
+                    raise UserError(f"unknown dtype {d!r}; use int8, fp16 and/or fp8")
             cmd_run(args)
         elif args.cmd == "smoke":
             cmd_smoke(args)

@@ -84,7 +84,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--target", default="cosine>=0.99")
-    ap.add_argument("--profile", default="data/profiles/int8_signed_array_builtin")
+    ap.add_argument("--profile", action="append", default=None,
+                    help="MAC profile folder; repeat for several PEs in one problem (default: the INT8 array profile)")
+    ap.add_argument("--clock-basis", default="absolute", help="several --profile: absolute | anchored (halo_opt.costs.build_costs)")
     ap.add_argument("--accelerator", default="tpu_like")
     ap.add_argument("--tile", type=int, default=64)
     ap.add_argument("--sequences", type=int, default=64)
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="local processes, or the CPUs of --ray local")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per point (the same on every engine: same numbers)")
     a = ap.parse_args()
+    a.profile = a.profile or ["data/profiles/int8_signed_array_builtin"]
     t0 = time.perf_counter()
     out = a.out
     calib, both, costs = a.calib or out / "calib", out / "costs", out / f"costs-{a.error_model}"
@@ -114,11 +117,14 @@ def main() -> None:
         from halo_opt.accelerators import Workload
 
         build_costs(calib, a.profile, both, a.accelerator, tile=(a.tile, a.tile), workload=Workload("prefill", a.batch, a.seq_len),
-                    model=ad, progress=False)
+                    model=ad, progress=False, clock_basis=a.clock_basis)
     if not (costs / "meta.json").is_file():
         with_error_model(both, costs, a.error_model)
     t_prep = time.perf_counter() - t0
-    ctx = context_from_folders(costs, calib, a.model, a.heldout, a.seq_len, 0, profile=a.profile, part="tuning")
+    # per-code timing check against one profile's table; with several profiles (codes of different
+    # formats) the check uses codebooks.json delays instead
+    ctx = context_from_folders(costs, calib, a.model, a.heldout, a.seq_len, 0,
+                               profile=a.profile[0] if len(a.profile) == 1 else None, part="tuning")
     test_ctx = ctx.with_heldout(split_batches(ctx, None, "test", a.heldout, a.seq_len, 0))
     tgt = parse_target(a.target)
     base = baseline(costs)

@@ -24,10 +24,27 @@ the division/rounding passes are done once per group and only the table lookup a
 once per codebook; column blocks go through one batched GEMM. On CUDA with ``fast=True`` a fused
 Triton kernel does quantise → ``d·H`` (float32 FMA, no TF32) → row reduction → running argmin over
 the grid in registers; the float64 re-evaluation of the chosen scales is shared by both paths.
+
+Floating-point codebooks (issue 17). A codebook of an FP format (:mod:`halo_opt.formats`: FP8
+E4M3/E5M2, FP4 E2M1) holds *codes* (bit patterns) that stand for *values*; the quantizer rounds
+``w/s`` to the nearest **value** (same tie rule, on values). Every finite FP value is a dyadic
+rational, so ``values · 2^k`` are integers for a small ``k`` (E2M1: 1, E4M3: 9): a :class:`Grid`
+carries those integer *representatives* and the whole integer machinery above (tables, batched
+search, Triton) runs on them with the scale ``s·2^−k`` — exact, as multiplying by a power of two
+is exact in binary floating point, so ``rep · s·2^−k`` is bit for bit ``value · s``. For an
+integer codebook ``k = 0`` and the representatives are the codes: that path is unchanged.
+
+Two scale rules (``Grid.scale``): ``"row"`` (one scale per output row and tile, the grid search
+above: integer codebooks, and e.g. per-channel FP8) and ``"mx"`` (OCP Microscaling: one E8M0
+power-of-two scale per row and :data:`MX_BLOCK` = 32 consecutive input columns,
+:func:`mx_block_scales`: the OCP rule ``2^(floor(log2 amax) − floor(log2 max|c|))`` and, with
+``rule="search"``, the one of ``{1, 2, ½}×`` that rule minimising the block's ``Δw H_bb Δwᵀ``).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -45,6 +62,94 @@ except ImportError:  # pragma: no cover - depends on the install
 CHUNK_BYTES = {"cpu": 4 << 20, "cuda": 1 << 30}
 
 
+#: Columns per E8M0 scale of the ``"mx"`` rule (OCP MX v1.0 block size).
+MX_BLOCK = 32
+SCALE_RULES = ("row", "mx")
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """What the quantizer needs of a codebook: its codes, the value each stands for, and integer
+    representatives ``rep = values · 2^shift`` (sorted by value, one entry per distinct value; of
+    codes with equal value, e.g. FP ``±0``, the smaller code). ``scale``: ``"row"`` or ``"mx"``."""
+
+    codes: torch.Tensor    # int64, aligned with values
+    values: torch.Tensor   # float64, ascending, distinct
+    rep: torch.Tensor      # float64 integers
+    shift: int
+    format: str = "int"
+    scale: str = "row"
+
+    @property
+    def is_int(self) -> bool:
+        return self.shift == 0 and torch.equal(self.values, self.codes.double())
+
+    def to(self, *args, **kwargs) -> "Grid":  # grids live on the CPU; quantizers move what they need
+        return self
+
+    def code_of(self, v: torch.Tensor) -> torch.Tensor:
+        """Codes (int64) of values ``v`` (each one of ``values``)."""
+        vals = self.values.to(v.device, torch.float64)
+        return self.codes.to(v.device)[torch.searchsorted(vals, v.double()).clamp_(max=len(vals) - 1)]
+
+
+def grid_of(cb, fmt: str | None = None, scale: str | None = None) -> Grid:
+    """The :class:`Grid` of a codebook: a :class:`Grid`, a code sequence/tensor (integer codes), or an
+    object/dict with ``codes`` and optionally ``format`` (default: integer, code = value) and ``scale``."""
+    if isinstance(cb, Grid):
+        return cb
+    get = (lambda k: cb.get(k)) if isinstance(cb, dict) else (lambda k: getattr(cb, k, None))
+    fmt = fmt or get("format") or None
+    scale = scale or get("scale") or "row"
+    if scale not in SCALE_RULES:
+        raise UserError(f"unknown scale rule {scale!r}; use one of {', '.join(SCALE_RULES)}")
+    codes = codes_tensor(cb["codes"] if isinstance(cb, dict) else getattr(cb, "codes", cb)).long()
+    from .formats import get_format
+
+    f = get_format(fmt) if fmt else None
+    given = get("values") if not isinstance(cb, (list, tuple, range, torch.Tensor)) else None
+    if f is None and given is not None and len(given) == len(codes):   # e.g. hardware.codebooks.Codebook.values
+        src = cb["codes"] if isinstance(cb, dict) else cb.codes
+        by_code = dict(zip((int(c) for c in src), (float(v) for v in given)))
+        vals = torch.tensor([by_code[int(c)] for c in codes], dtype=torch.float64)
+        if not torch.equal(vals, codes.double()):
+            return _value_grid(codes, vals, "values", scale)
+    if f is None or not f.is_float:
+        return Grid(codes, codes.double(), codes.double(), 0, f.name if f else "int", scale)
+    return _value_grid(codes, torch.tensor(f.value(codes.numpy()), dtype=torch.float64), f.name, scale)
+
+
+def _value_grid(codes: torch.Tensor, vals: torch.Tensor, fmt: str, scale: str) -> Grid:
+    """A :class:`Grid` of codes standing for dyadic ``vals`` (sorted by value, distinct values)."""
+    import numpy as np
+
+    order = torch.from_numpy(np.lexsort((codes.numpy(), vals.numpy())))   # by value, then code
+    vals, codes = vals[order], codes[order]
+    keep = torch.ones(len(vals), dtype=torch.bool)
+    keep[1:] = vals[1:] != vals[:-1]
+    vals, codes = vals[keep], codes[keep]
+    shift = 0
+    while not torch.equal(torch.ldexp(vals, torch.tensor(shift)).frac(), torch.zeros_like(vals)):
+        shift += 1
+    if float(torch.ldexp(vals, torch.tensor(shift)).abs().max()) > 2.0 ** 52:
+        raise UserError("codebook values span too many binary digits (value·2^k must stay below 2^52 for exact "
+                        "rounding); use values of a number format (FP8, FP4) or integers")
+    return Grid(codes, vals, torch.ldexp(vals, torch.tensor(shift)), shift, fmt, scale)
+
+
+def quantize_to_grid(w: torch.Tensor, scale: torch.Tensor, cb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round ``w/scale`` to the nearest value of codebook ``cb``: ``(codes int64, values, ŵ = value·scale)``.
+    For an integer codebook this is :func:`quantize_to_codes` (codes = values)."""
+    g = grid_of(cb)
+    dt = w.dtype if w.is_floating_point() else torch.float64
+    s = torch.as_tensor(scale, dtype=dt, device=w.device)
+    rep = g.rep.to(w.device)
+    q, w_hat = _quantize(w.to(dt), torch.ldexp(s, torch.tensor(-g.shift, device=w.device)), rep,
+                         _lut_or_none(rep, w.device, dt))
+    v = torch.ldexp(q.double(), torch.tensor(-g.shift, device=w.device))
+    return (q.to(torch.int64) if g.is_int else g.code_of(v)), v.to(dt), w_hat
+
+
 def codes_tensor(codes: Iterable[int] | torch.Tensor, dtype=torch.float64, device=None) -> torch.Tensor:
     """Sorted, de-duplicated 1-D tensor of the integer ``codes`` (as ``dtype``)."""
     c = getattr(codes, "codes", codes)  # accept a Codebook
@@ -54,7 +159,23 @@ def codes_tensor(codes: Iterable[int] | torch.Tensor, dtype=torch.float64, devic
     return torch.tensor(c, dtype=dtype, device=device)
 
 
+#: Tables of wide code ranges (FP grids: up to 2^21 entries), kept across calls (key: codes, range).
+_LUT_CACHE: dict = {}
+
+
 def _nearest_lut(c: torch.Tensor, lo: int | None = None, hi: int | None = None) -> torch.Tensor:
+    """:func:`_nearest_lut_uncached`, cached for wide ranges (> 4096 codes wide; never modified in place)."""
+    if float(c[-1] - c[0]) <= 4096:
+        return _nearest_lut_uncached(c, lo, hi)
+    key = (c.to("cpu", torch.float64).numpy().tobytes(), lo, hi)
+    if key not in _LUT_CACHE:
+        if len(_LUT_CACHE) >= 16:
+            _LUT_CACHE.pop(next(iter(_LUT_CACHE)))
+        _LUT_CACHE[key] = _nearest_lut_uncached(c, lo, hi)
+    return _LUT_CACHE[key]
+
+
+def _nearest_lut_uncached(c: torch.Tensor, lo: int | None = None, hi: int | None = None) -> torch.Tensor:
     """Nearest-code table over half-integer cells of ``x`` (codes are integers, so every decision
     boundary ``(a+b)/2`` is a multiple of 1/2). Cell ``t = floor(2x)`` (clamped to
     ``[2·lo − 1, 2·hi]``, by default ``lo, hi = c_min, c_max``; a wider range gives the same codes);
@@ -78,14 +199,54 @@ def quantize_to_codes(w: torch.Tensor, scale: torch.Tensor, codes) -> tuple[torc
     go to the code of smaller magnitude, then to the smaller code. Implemented as a table
     lookup on ``floor(2·w/s)`` (exact: ``2·x`` is exact in floating point).
     """
+    if isinstance(codes, (Grid, dict)) or getattr(codes, "format", None):
+        g = grid_of(codes)
+        if not g.is_int:                                               # FP codebook: codes are bit patterns
+            q, _, w_hat = quantize_to_grid(w, scale, g)
+            return q, w_hat
+        codes = g.codes
     c = codes_tensor(codes, device=w.device)
     dt = w.dtype if w.is_floating_point() else torch.float64
     q, w_hat = _quantize(w.to(dt), torch.as_tensor(scale, dtype=dt, device=w.device), c, _nearest_lut(c).to(w.device, dt))
     return q.to(torch.int64), w_hat
 
 
-def _quantize(w: torch.Tensor, scale: torch.Tensor, c: torch.Tensor, lut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(q as float, ŵ)`` with a precomputed :func:`_nearest_lut` table (in ``w``'s dtype)."""
+#: Widest code range (max − min of the integer representatives) quantised through a lookup table;
+#: wider grids (FP8 E5M2: 2^32) go through :func:`_nearest_sorted` (same results, slower).
+LUT_MAX_RANGE = 1 << 19
+
+
+def _lut_ok(c: torch.Tensor) -> bool:
+    return float(c[-1] - c[0]) <= LUT_MAX_RANGE
+
+
+def _lut_or_none(c: torch.Tensor, device, dtype):
+    return _nearest_lut(c).to(device, dtype) if _lut_ok(c) else None
+
+
+def _nearest_sorted(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Nearest code of sorted ``c`` to ``x`` by binary search over the midpoints (ties: smaller
+    magnitude, then smaller code), the same decisions as the table of :func:`_nearest_lut`."""
+    cd = c.to(x.device, x.dtype)
+    if len(cd) == 1:
+        return cd.expand_as(x).clone()
+    mids = (cd[1:] + cd[:-1]) / 2                                        # exact: codes are integers
+    i = torch.searchsorted(mids, x.contiguous())                         # x in (mids[i-1], mids[i]]
+    lo = cd[i]
+    tie = (i < len(mids)) & (x == mids[i.clamp(max=len(mids) - 1)])
+    hi = cd[(i + 1).clamp(max=len(cd) - 1)]
+    return torch.where(tie & (hi.abs() < lo.abs()), hi, lo)
+
+
+def _quantize(w: torch.Tensor, scale: torch.Tensor, c: torch.Tensor, lut: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q as float, ŵ)`` with a precomputed :func:`_nearest_lut` table (in ``w``'s dtype), or
+    ``lut=None``: :func:`_nearest_sorted` (for wide code ranges)."""
+    if lut is None:
+        x = w / torch.where(scale > 0, scale, torch.ones_like(scale))
+        x = torch.where(scale > 0, x, torch.zeros_like(x))
+        lo, hi = c[0].to(x.dtype), c[-1].to(x.dtype)
+        q = _nearest_sorted(x.clamp(min=lo, max=hi), c)
+        return q, q * scale
     tmin = 2 * int(c[0]) - 1
     y = 2 * (w / torch.where(scale > 0, scale, torch.ones_like(scale)))
     y = torch.where(scale > 0, y, torch.zeros_like(y))
@@ -142,12 +303,14 @@ def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks
     if H.shape != ((nb, width, width) if blocks else (K, K)):
         raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K] or [nb,width,width])")
     factors = (scale_grid() if factors is None else factors).to(W.device, torch.float64)
-    books = [codes_tensor(getattr(cb, "codes", cb)) for cb in codebooks]   # on the CPU: tables and bounds
+    grids = [grid_of(cb) for cb in codebooks]
+    books = [g.rep for g in grids]                                       # on the CPU: tables and bounds (= codes for integers)
+    luts_ok = all(_lut_ok(c) for c in books)
     use_triton = backend == "triton" or (backend == "auto" and fast and W.is_cuda and triton is not None
-                                          and width <= TRITON_MAX_WIDTH)
-    if use_triton and not (fast and W.is_cuda and triton is not None and width <= TRITON_MAX_WIDTH):
-        raise UserError(f"backend='triton' needs fast=True, a CUDA tensor, Triton and width <= {TRITON_MAX_WIDTH}; "
-                        "use backend='torch'")
+                                          and width <= TRITON_MAX_WIDTH and luts_ok)
+    if use_triton and not (fast and W.is_cuda and triton is not None and width <= TRITON_MAX_WIDTH and luts_ok):
+        raise UserError(f"backend='triton' needs fast=True, a CUDA tensor, Triton, width <= {TRITON_MAX_WIDTH} and code "
+                        f"ranges <= {LUT_MAX_RANGE} (not FP8 E5M2); use backend='torch'")
     if backend not in ("auto", "torch", "triton"):
         raise UserError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'triton'")
     W64 = W.to(torch.float64)
@@ -158,11 +321,71 @@ def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks
         Hf = _from_blocks(H, K) if blocks else H   # the kernels read the diagonal blocks of a [K, K] matrix
         s = factors[_best_triton(W, Hf, s0, books, factors, width)] * s0   # the chosen candidate, bit for bit
         if TRITON_CONFIG.get("float64_eval") == "triton":
-            return s, _block_errors_triton(W, Hf, books, s, width)
-        return s, _block_errors(Wp, H.to(torch.float64) if blocks else _diag_blocks(H, width, nb), books, s)
+            return _value_scales(s, grids), _block_errors_triton(W, Hf, books, s, width)
+        return _value_scales(s, grids), _block_errors(Wp, H.to(torch.float64) if blocks else _diag_blocks(H, width, nb), books, s)
     Hp = H.to(torch.float64) if blocks else _diag_blocks(H, width, nb)
     s = factors[_best_torch(Wp, Hp, s0, books, factors, torch.float32 if fast else torch.float64)] * s0
-    return s, _block_errors(Wp, Hp, books, s)
+    return _value_scales(s, grids), _block_errors(Wp, Hp, books, s)
+
+
+def _value_scales(s: torch.Tensor, grids: list[Grid]) -> torch.Tensor:
+    """Scales of the representatives (``value·2^shift``) back to scales of the values (exact)."""
+    if all(g.shift == 0 for g in grids):
+        return s
+    k = torch.tensor([g.shift for g in grids], device=s.device).view(-1, *([1] * (s.ndim - 1)))
+    return torch.ldexp(s, k)
+
+
+def mx_block_scales(W: torch.Tensor, H: torch.Tensor, cb, rule: str = "search", block: int = MX_BLOCK) -> torch.Tensor:
+    """E8M0 scales ``s`` [N, ⌈K/block⌉] (float64 powers of two; 0 for an all-zero block) of codebook ``cb``.
+
+    ``"ocp"``: OCP MX v1.0 §6.3, ``s = 2^(floor(log2 amax) − e_max)`` with ``amax`` the block's
+    ``max|w|`` and ``e_max = floor(log2 max|c|)`` the codebook's largest exponent (E2M1: 2, E4M3: 8);
+    values above ``max|c|`` saturate. ``"search"``: that ``s`` times the first of ``(1, 2, ½)``
+    minimising ``Δw H_bb Δwᵀ`` over the block's diagonal block of ``H`` (float64). Exponents are
+    clamped to E8M0's range −127..127.
+    """
+    if rule not in ("ocp", "search"):
+        raise UserError(f"unknown MX scale rule {rule!r}; use 'ocp' or 'search'")
+    g = grid_of(cb)
+    N, K = W.shape
+    nb = -(-K // block)
+    W64 = W.to(torch.float64)
+    Wp = torch.nn.functional.pad(W64, (0, nb * block - K)).view(N, nb, block)
+    amax = Wp.abs().amax(-1)
+    e_max = math.floor(math.log2(float(g.values.abs().max().clamp_min(2.0 ** -126))))
+    e = (torch.frexp(amax)[1] - 1 - e_max).clamp_(-127, 127)           # floor(log2 amax) − e_max, exact
+    s0 = torch.where(amax > 0, torch.ldexp(torch.ones_like(amax), e), torch.zeros_like(amax))
+    if rule == "ocp":
+        return s0
+    f = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, device=W.device)
+    s0r = torch.ldexp(s0, torch.tensor(-g.shift, device=W.device))[None]
+    best = _best_torch(Wp, _diag_blocks(H.to(W.device, torch.float64), block, nb), s0r, [g.rep], f, torch.float64)[0]
+    s = f[best] * s0
+    lo, hi = 2.0 ** -127, 2.0 ** 127
+    return torch.where(s > 0, s.clamp(lo, hi), s)
+
+
+def col_block_errors(D: torch.Tensor, H: torch.Tensor, width: int) -> torch.Tensor:
+    """Float64 ``Δw_r H_jj Δw_rᵀ`` per row and column block of ``width`` columns: [N, ⌈K/width⌉]."""
+    N, K = D.shape
+    nb = -(-K // width)
+    Dp = torch.nn.functional.pad(D.to(torch.float64), (0, nb * width - K)).view(N, nb, width).transpose(0, 1)
+    Hp = _diag_blocks(H.to(D.device, torch.float64), width, nb)
+    return (torch.bmm(Dp, Hp) * Dp).sum(-1).T
+
+
+def mx_tile_errors(W: torch.Tensor, H: torch.Tensor, width: int, cb, rule: str = "search",
+                   block: int = MX_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s [N, ⌈K/block⌉], e [N, ⌈K/width⌉])`` of an ``"mx"`` codebook: block scales from
+    :func:`mx_block_scales`, errors ``Δw_r H_jj Δw_rᵀ`` over column blocks of ``width`` (the tiles;
+    ``width`` must be a multiple of ``block``, so a scale block never straddles two tiles)."""
+    if width % block:
+        raise UserError(f"tile width {width} is not a multiple of the MX block ({block} columns); "
+                        f"use a tile whose input-column size is a multiple of {block}")
+    s = mx_block_scales(W, H, cb, rule, block)
+    _, _, w_hat = quantize_to_grid(W.to(torch.float64), s.repeat_interleave(block, 1)[:, :W.shape[1]], cb)
+    return s, col_block_errors(w_hat - W.to(torch.float64), H, width)
 
 
 def _from_blocks(Hb: torch.Tensor, K: int) -> torch.Tensor:
@@ -205,7 +428,8 @@ def _best_torch(Wp: torch.Tensor, Hp: torch.Tensor, s0: torch.Tensor, books: lis
     tabs = []
     for members in groups.values():
         lo, hi = min(int(books[i][0]) for i in members), max(int(books[i][-1]) for i in members)
-        tabs.append((members, 2 * lo - 1, 2 * hi, [_nearest_lut(books[i], lo, hi).to(dev, work) for i in members]))
+        wide = any(not _lut_ok(books[i]) for i in members)
+        tabs.append((members, 2 * lo - 1, 2 * hi, None if wide else [_nearest_lut(books[i], lo, hi).to(dev, work) for i in members]))
     unit = F * width * torch.finfo(work).bits // 8 * 12                   # bytes of one (row, block) evaluation
     cap = max(1, CHUNK_BYTES.get(dev.type, CHUNK_BYTES["cpu"]) // unit)
     rows = min(N, cap)
@@ -220,6 +444,13 @@ def _best_torch(Wp: torch.Tensor, Hp: torch.Tensor, s0: torch.Tensor, books: lis
             for members, tmin, tmax, luts in tabs:
                 cand = (f * s0[members[0], r0:r0 + rows, b0:b0 + nbc].T[:, None, :]).to(work)[..., None]  # [b, F, r, 1]
                 y = w2 / torch.where(cand > 0, cand, 1)                 # = 2·(w/s); w = 0 where s = 0
+                if luts is None:                                         # wide code range: binary search
+                    for i in members:
+                        x = (y / 2).clamp_(float(books[i][0]), float(books[i][-1]))
+                        d = _nearest_sorted(x, books[i]).mul_(cand).sub_(w)
+                        err = torch.matmul(d, h[:, None]).mul_(d).sum(-1)
+                        best[i, r0:r0 + rows, b0:b0 + nbc] = err.argmin(1).T
+                    continue
                 t = torch.floor(y).clamp_(tmin, tmax)
                 tie = t == y
                 idx = t.sub_(tmin).mul_(2).add_(tie).long()              # 2(t − t_min) + [y == t]
@@ -242,7 +473,7 @@ def _block_errors(Wp: torch.Tensor, Hp: torch.Tensor, books: list, s: torch.Tens
     out = torch.empty(C, N, nb, dtype=torch.float64, device=Wp.device)
     step = max(1, CHUNK_BYTES.get(Wp.device.type, CHUNK_BYTES["cpu"]) // (nb * width * 8 * 8))
     for i, c in enumerate(books):
-        lut = _nearest_lut(c).to(Wp.device, torch.float64)
+        lut = _lut_or_none(c, Wp.device, torch.float64)
         for r0 in range(0, N, step):
             w = Wp[r0:r0 + step]                                         # [r, nb, width]
             d = (_quantize(w, s[i, r0:r0 + step, :, None], c, lut)[1] - w).transpose(0, 1)

@@ -123,3 +123,26 @@ def TEXT_FILE(folder) -> str:
     if not p.is_file():
         p.write_text(TEXT)
     return str(p)
+
+
+def fp_profile(folder: Path, fmt: str = "fp4_e2m1", books: list[tuple[str, list[int]]] | None = None,
+               v0: float = 1.0) -> Path:
+    """A SYNTHETIC floating-point MAC profile folder (``profile.json`` meta with ``format`` and a
+    ``codebooks.json`` with ``meta.format``): made-up per-code delay (grows with the exponent and
+    the mantissa's one bits) and energy, for the numeric side's tests until real FP profiles exist."""
+    from halo_opt.artifacts import write_json
+    from halo_opt.formats import get_format
+
+    f = get_format(fmt)
+    codes = f.codes()
+    e = (codes >> f.mbits) & ((1 << f.ebits) - 1)
+    m = np.array([bin(int(c) & ((1 << f.mbits) - 1)).count("1") for c in codes])
+    delay = dict(zip(codes.tolist(), (250.0 + 12 * e + 30 * m).tolist()))
+    energy = dict(zip(codes.tolist(), (40.0 + 2 * e + 5 * m).tolist()))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "profile.json", {"meta": {"v0": v0, "leakage_w": 2e-6, "format": f.name, "synthetic": True}})
+    books = books or [("full", codes.tolist())]
+    save_codebooks(folder / "codebooks.json", [Codebook(n, tuple(sorted(c)), max(delay[x] for x in c),
+                                                        float(np.mean([energy[x] for x in c])), "synthetic") for n, c in books],
+                   {"format": f.name, "synthetic": True})
+    return folder

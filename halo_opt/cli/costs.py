@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -28,7 +28,8 @@ def parse_tile(text: str) -> tuple[int, int]:
 @app.command("costs")
 def costs_cmd(
     calib: Path = typer.Option(..., "--calib", help="calibration folder (halo-opt calibrate)"),
-    profile: Path = typer.Option(..., "--profile", help="MAC profile folder (with codebooks.json unless --codebooks)"),
+    profile: List[Path] = typer.Option(..., "--profile", help="MAC profile folder (with codebooks.json unless --codebooks); "
+                                       "repeat it to put several PEs' codebooks (e.g. INT8 and FP8) into one problem"),
     out: Path = typer.Option(..., "--out", help="cost-table folder to write"),
     accelerator: str = typer.Option("tpu_like", "--accelerator", help="tpu_like, gpu_like or a .toml path"),
     tile: Optional[str] = typer.Option(None, "--tile", help="tile size, e.g. 128 or 128x64 (default: the accelerator's)"),
@@ -36,7 +37,7 @@ def costs_cmd(
                                  "prefill-b64 (compute-bound), decode-b1"),
     batch: Optional[int] = typer.Option(None, "--batch", help="sequences per pass (default 1, or the named workload's)"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="prompt length (prefill; default 128)"),
-    codebooks: Optional[Path] = typer.Option(None, "--codebooks", help="codebooks.json (default: PROFILE/codebooks.json)"),
+    codebooks: Optional[List[Path]] = typer.Option(None, "--codebooks", help="codebooks.json (default: PROFILE/codebooks.json); one per --profile"),
     damp: float = typer.Option(0.01, "--damp", help="relative damping of H (λ = damp·mean diag H); 0 = exact H"),
     voltage_law: Optional[str] = typer.Option(None, "--voltage-law", help="alpha-power law name (default: the accelerator's, matched to the profile's v0)"),
     grid: int = typer.Option(15, "--grid", help="scale grid points per row"),
@@ -44,6 +45,10 @@ def costs_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:i]"),
     error_model: str = typer.Option("auto", "--error-model", help="auto (fisher when the calibration has Fisher statistics, else local), "
                                     "local (layer-local tr(ΔW H ΔWᵀ)) or fisher (loss-aware, output channels weighted by the loss's sensitivity)"),
+    fp_scale: str = typer.Option("mx", "--fp-scale", help="scales of FP codebooks: mx (E8M0 per row and 32 input columns) or row (per row and tile)"),
+    mx_rule: str = typer.Option("search", "--mx-rule", help="E8M0 scale choice: search (OCP rule ×{1,2,½}, least Hessian error) or ocp (the OCP rule)"),
+    clock_basis: str = typer.Option("absolute", "--clock-basis", help="several --profile: absolute (each codebook's own ps) or "
+                                    "anchored (each profile scaled to run its full grid at the first profile's nominal clock)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.
@@ -57,8 +62,9 @@ def costs_cmd(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DampingWarning)
         build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, named_workload(workload, batch, seq_len),
-                    codebooks, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
-                    progress=progress, error_model=error_model)
+                    codebooks or None, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
+                    progress=progress, error_model=error_model, fp_scale=fp_scale, mx_rule=mx_rule,
+                    clock_basis=clock_basis)
     for w in caught:
         if issubclass(w.category, DampingWarning):
             typer.echo(f"note: {w.message}", err=True)

@@ -42,7 +42,7 @@ def _write(out: Path, ctx, plan: dict, ex, metrics: dict, baselines: str, export
         for k, v in (extra or {}).items():
             write_json(tmp / k, v)
         if export in ("ct", "both"):
-            export_compressed_tensors(tmp / "export-compressed-tensors", ctx.model, ctx.layers, ex, plan)
+            export_compressed_tensors(tmp / "export-compressed-tensors", ctx.model, ctx.layers, ex, plan, ctx.costs.codebooks)
         if export in ("safetensors", "both"):
             export_safetensors(tmp / "export-safetensors", ex, plan)
     return rep

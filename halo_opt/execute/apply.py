@@ -7,6 +7,14 @@ blocks); the weight the model runs is ``Ŵ[r, k] = float32(q[r, k]) · float32(s
 
 RTN: per tile g, ``s = search_scales(W_g, H_{K_g K_g}, codes)`` (the cost stage's grid) and ``q = round-to-nearest-code(W_g / s)``
 (both from :mod:`halo_opt.quantize`, the same functions the cost stage used for ``e_gc``).
+
+Floating-point codebooks (a :class:`~halo_opt.quantize.Grid` with an FP ``format``): ``q`` holds the
+code (bit pattern) and ``values`` [N, K] (float32, exact) the value it stands for, so
+``Ŵ = values · s``. An ``"mx"`` codebook has one E8M0 scale per row and 32 columns
+(:func:`~halo_opt.quantize.mx_block_scales`); a layer holding one then keeps its scales per
+*scale group* (``scale_edges``: every tile column block cut into 32-column groups), a row-scaled
+tile repeating its scale over its groups. Integer-only layers are as before (``values`` and
+``scale_edges`` None).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..errors import require
+from ..quantize import MX_BLOCK, Grid, grid_of
 
 
 @dataclass(frozen=True)
@@ -58,19 +67,28 @@ class QuantLayer:
 
     name: str
     q: torch.Tensor  # int16 [N, K] codes
-    scales: torch.Tensor  # float64 [N, B], per output row and column block (tile)
+    scales: torch.Tensor  # float64 [N, B], per output row and column block (tile), or per scale group
     grid: TileGrid
+    values: torch.Tensor | None = None  # float32 [N, K] values of FP codes (None: code = value)
+    scale_edges: tuple[int, ...] | None = None  # column edges of the scale groups (None: the tiles')
+
+    def scale_widths(self) -> torch.Tensor:
+        return self.grid.widths() if self.scale_edges is None else torch.tensor(np.diff(self.scale_edges))
 
     def expanded_scales(self, dtype=torch.float64) -> torch.Tensor:
-        return self.scales.to(dtype).repeat_interleave(self.grid.widths().to(self.scales.device), dim=1)
+        return self.scales.to(dtype).repeat_interleave(self.scale_widths().to(self.scales.device), dim=1)
+
+    def code_values(self, dtype=torch.float32) -> torch.Tensor:
+        """The value each code stands for (= the code for integer tiles)."""
+        return (self.q if self.values is None else self.values).to(dtype)
 
     def dequantize(self, dtype=torch.float32) -> torch.Tensor:
-        """The weight the model runs: ``float32(q) · float32(s)`` (then cast to ``dtype``)."""
-        return (self.q.to(torch.float32) * self.expanded_scales(torch.float32)).to(dtype)
+        """The weight the model runs: ``float32(value(q)) · float32(s)`` (then cast to ``dtype``)."""
+        return (self.code_values(torch.float32) * self.expanded_scales(torch.float32)).to(dtype)
 
     def exact(self) -> torch.Tensor:
-        """``q · s`` in float64: the quantizer's ideal output (what ``e_gc`` is computed on)."""
-        return self.q.double() * self.expanded_scales(torch.float64)
+        """``value(q) · s`` in float64: the quantizer's ideal output (what ``e_gc`` is computed on)."""
+        return self.code_values(torch.float64) * self.expanded_scales(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -80,11 +98,19 @@ class ScaleSearch:
 
     factors: tuple[float, ...] | None = None
     fast: bool = False
+    mx_rule: str = "search"  # E8M0 block scales of "mx" codebooks (halo_opt.quantize.mx_block_scales)
 
     @staticmethod
     def from_meta(meta: dict) -> "ScaleSearch":
         f = meta.get("scale_grid")
-        return ScaleSearch(tuple(float(x) for x in f) if f else None, bool(meta.get("fast_search", False)))
+        return ScaleSearch(tuple(float(x) for x in f) if f else None, bool(meta.get("fast_search", False)),
+                           str((meta.get("fp_scales") or {}).get("mx_rule", "search")))
+
+    def block(self, W: torch.Tensor, H: torch.Tensor, grid) -> torch.Tensor:
+        """E8M0 scales [R, ⌈K/32⌉] of an ``"mx"`` codebook for the tile ``W`` [R, K]."""
+        from ..quantize import mx_block_scales
+
+        return mx_block_scales(W, H, grid, self.mx_rule)
 
     def __call__(self, W: torch.Tensor, H: torch.Tensor, codes) -> torch.Tensor:
         from ..quantize import search_scales
@@ -93,9 +119,34 @@ class ScaleSearch:
         return search_scales(W, H, codes, f, self.fast)[0]
 
 
-def tile_codes(codebooks: dict[str, list[int]], device=None) -> dict[str, torch.Tensor]:
-    """Codebook name -> sorted float64 code tensor."""
-    return {k: torch.tensor(sorted(v), dtype=torch.float64, device=device) for k, v in codebooks.items()}
+def tile_codes(codebooks: dict[str, list[int]], device=None, specs: dict[str, dict] | None = None) -> dict:
+    """Codebook name -> sorted float64 code tensor, or a :class:`~halo_opt.quantize.Grid` for a
+    codebook that ``specs`` (the cost folder's entries) gives a floating-point ``format``."""
+    out = {}
+    for k, v in codebooks.items():
+        spec = (specs or {}).get(k) or {}
+        g = grid_of({"codes": v, "format": spec.get("format"), "scale": spec.get("scale")}) if spec.get("format") else None
+        out[k] = g if g is not None and not g.is_int else torch.tensor(sorted(v), dtype=torch.float64, device=device)
+    return out
+
+
+def is_mx(c) -> bool:
+    return isinstance(c, Grid) and c.scale == "mx"
+
+
+def scale_layout(grid: TileGrid, tile_codebook: list[str], codes: dict) -> tuple[tuple[int, ...] | None, list[list[int]]]:
+    """``(scale_edges, groups)``: column edges of the scale groups (None when no tile of the layer is
+    ``"mx"``: one scale per tile) and, per tile column block j, the indices of its scale groups."""
+    mx_cols = [any(is_mx(codes[tile_codebook[grid.tile[i, j]]]) for i in range(grid.tile.shape[0]))
+               for j in range(grid.tile.shape[1])]
+    if not any(mx_cols):
+        return None, [[j] for j in range(grid.tile.shape[1])]
+    edges, groups = [0], []
+    for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
+        cuts = list(range(c0 + MX_BLOCK, c1, MX_BLOCK)) if mx_cols[j] else []
+        groups.append(list(range(len(edges) - 1, len(edges) + len(cuts))))
+        edges += cuts + [c1]
+    return tuple(edges), groups
 
 
 def add_damping(H: torch.Tensor, damp: float) -> torch.Tensor:
@@ -110,13 +161,16 @@ def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, ti
     ``W`` [N, K] float weight, ``H`` [K, K] damped Hessian, ``tile_codebook[g]`` the plan's codebook
     of global tile g; ``scales`` the cost stage's scale search (so RTN reproduces ``e_gc`` exactly).
     """
-    from ..quantize import quantize_to_codes
+    from ..quantize import quantize_to_codes, quantize_to_grid
 
     W = W.double()
     H = H.double()
     N, K = W.shape
+    edges, groups = scale_layout(grid, tile_codebook, codes)
+    fp = any(isinstance(codes[tile_codebook[t]], Grid) for t in grid.tile.ravel())
     q = torch.empty(N, K, dtype=torch.int16, device=W.device)
-    S = torch.empty(N, len(grid.col_edges) - 1, dtype=torch.float64, device=W.device)
+    V = torch.empty(N, K, dtype=torch.float32, device=W.device) if fp else None
+    S = torch.empty(N, len(grid.col_edges) - 1 if edges is None else len(edges) - 1, dtype=torch.float64, device=W.device)
     row_spans = list(zip(grid.row_edges, grid.row_edges[1:]))
     for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
         # the scale of a row depends only on that row, so the tiles of a column block that share a
@@ -124,15 +178,27 @@ def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, ti
         by_book: dict[str, list[int]] = {}
         for i, (r0, r1) in enumerate(row_spans):
             by_book.setdefault(tile_codebook[grid.tile[i, j]], []).extend(range(r0, r1))
+        g = groups[j]
         for book, rows in by_book.items():
             c = codes[book].to(W.device)
             idx = torch.tensor(rows, dtype=torch.long, device=W.device)
             Wt = W[idx, c0:c1]
-            s = scales(Wt, H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
-            qt, _ = quantize_to_codes(Wt, s[:, None], c)
+            if is_mx(c):
+                sb = scales.block(Wt, H[c0:c1, c0:c1], c)                # [rows, len(g)]
+                qt, vt, _ = quantize_to_grid(Wt, sb.repeat_interleave(MX_BLOCK, 1)[:, :c1 - c0], c)
+                S[idx, g[0]:g[-1] + 1] = sb
+            else:
+                s = scales(Wt, H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
+                if isinstance(c, Grid):
+                    qt, vt, _ = quantize_to_grid(Wt, s[:, None], c)
+                else:
+                    qt, _ = quantize_to_codes(Wt, s[:, None], c)
+                    vt = qt
+                S[idx, g[0]:g[-1] + 1] = s[:, None]
             q[idx, c0:c1] = qt.round().to(torch.int16)
-            S[idx, j] = s
-    return QuantLayer(name, q, S, grid)
+            if V is not None:
+                V[idx, c0:c1] = vt.to(torch.float32)
+    return QuantLayer(name, q, S, grid, V, edges)
 
 
 def block_diag_error(ql: QuantLayer, W: torch.Tensor, H: torch.Tensor) -> np.ndarray:

@@ -7,8 +7,16 @@
    Per-row-and-tile scales are group quantization with group size ``g`` = gcd of the layer's tile
    widths (= tile width when it divides K): each tile scale is repeated over its ``width/g`` groups.
    Codes must fit a signed grid: 4 bits when all lie in [-8, 7], else 8 bits ([-128, 127]).
-2. Plain safetensors ``codes.safetensors``: ``<layer>.codes`` (int8/int16), ``<layer>.scales``
-   [N, B] float64, ``<layer>.col_edges`` (int64).
+   Floating-point layers (issue 17): when **every** planned layer is MX FP4 E2M1 (or every one MX
+   FP8 E4M3) — any restricted codebook of that format, E8M0 scales per 32 columns — the export is
+   compressed-tensors' ``mxfp4-pack-quantized`` (``MXFP4A16`` weights) or ``mxfp8-quantized``
+   (``MXFP8A16``), which reload bit-identically. Any other FP layer (FP8 with per-row scales, FP
+   codes mixed with INT tiles or with another format in one export) has no single scheme here:
+   its weight is written **dequantized** (float32 ``value·scale``, exact) as a plain dense weight,
+   and ``export.json`` lists it under ``dequantized_layers``.
+2. Plain safetensors ``codes.safetensors``: ``<layer>.codes`` (int8/int16; FP codes are bit
+   patterns), ``<layer>.scales`` [N, B] float64, ``<layer>.col_edges`` (int64); FP layers also
+   ``<layer>.values`` (float32 value of each code) and ``<layer>.scale_edges`` (scale groups).
 
 Both folders hold ``plan.json`` and ``export.json`` (SHA-256 of every file): a file that does not
 match its hash is reported as a corrupted export.
@@ -31,13 +39,30 @@ from .run import Execution
 MANIFEST = "export.json"
 
 
-def _bits(ex: Execution) -> int:
-    lo = min(int(ql.q.min()) for ql in ex.layers.values())
-    hi = max(int(ql.q.max()) for ql in ex.layers.values())
+def _bits(ex: Execution, names=None) -> int:
+    qs = [ql.q for n, ql in ex.layers.items() if names is None or n in names]
+    if not qs:
+        return 8
+    lo = min(int(q.min()) for q in qs)
+    hi = max(int(q.max()) for q in qs)
     if -8 <= lo and hi <= 7:
         return 4
     require(-128 <= lo and hi <= 127, f"codes span [{lo}, {hi}], outside signed int8; export with --format safetensors")
     return 8
+
+
+def fp_kind(ql: QuantLayer, ex: Execution, specs: dict) -> str | None:
+    """``"int"`` (every tile integer), ``"mx:<format>"`` (every tile MX-scaled FP of one format) or
+    None (anything else: FP with row scales, or INT and FP tiles mixed)."""
+    kinds = set()
+    for t in ql.grid.tile.ravel():
+        sp = specs.get(ex.tile_codebook[int(t)]) or {}
+        fmt = sp.get("format")
+        kinds.add("int" if not fmt or not fmt.startswith("fp") else (f"mx:{fmt}" if sp.get("scale") == "mx" else None))
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+MX_SCHEMES = {"mx:fp4_e2m1": ("MXFP4A16", "mxfp4-pack-quantized"), "mx:fp8_e4m3": ("MXFP8A16", "mxfp8-quantized")}
 
 
 def group_size(ql: QuantLayer) -> int:
@@ -63,14 +88,20 @@ def _finish(tmp: Path, plan: dict, kind: str, extra: dict) -> None:
 
 
 def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: dict[str, torch.nn.Module],
-                              ex: Execution, plan: dict) -> Path:
-    """Write a compressed-tensors checkpoint of ``model`` with the planned layers quantized (atomic)."""
+                              ex: Execution, plan: dict, codebook_specs: dict | None = None) -> Path:
+    """Write a compressed-tensors checkpoint of ``model`` with the planned layers quantized (atomic).
+    ``codebook_specs``: the cost folder's codebook entries (``format``/``scale`` of FP codebooks)."""
     from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
     from safetensors.torch import save_file
 
-    bits = _bits(ex)
+    specs = codebook_specs or {}
+    kinds = {n: fp_kind(ql, ex, specs) for n, ql in ex.layers.items()}
+    if kinds and len(set(kinds.values())) == 1 and next(iter(kinds.values())) in MX_SCHEMES:
+        return _export_mx(out, model, layers, ex, plan, *MX_SCHEMES[next(iter(kinds.values()))])
+    dense = sorted(n for n, k in kinds.items() if k != "int")
+    bits = _bits(ex, [n for n in ex.layers if n not in dense])
     mod_name = _module_names(model, layers)
     odd = [l for l, m in layers.items() if l in ex.layers and not isinstance(m, torch.nn.Linear)]
     require(not odd, f"layer '{odd[0] if odd else ''}' is not an nn.Linear (GPT-2 Conv1D?); compressed-tensors targets Linear "
@@ -79,6 +110,9 @@ def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: d
     groups: dict[int, list[str]] = {}
     for lname, ql in ex.layers.items():
         mn = mod_name[lname]
+        if lname in dense:                                               # no scheme for this layer: exact float weight
+            sd[mn + ".weight"] = ql.dequantize(torch.float32).cpu().contiguous()
+            continue
         g = group_size(ql)
         args = QuantizationArgs(num_bits=bits, type="int", symmetric=True, strategy="group", group_size=g)
         w_hat = ql.dequantize(torch.float32).cpu()
@@ -98,7 +132,51 @@ def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: d
             model.config.save_pretrained(tmp)
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         ModelCompressor(quantization_config=qc).update_config(str(tmp))
-        _finish(tmp, plan, "compressed-tensors", {"bits": bits, "method": ex.method})
+        _finish(tmp, plan, "compressed-tensors", {"bits": bits, "method": ex.method}
+                | ({"dequantized_layers": dense, "dequantized_reason": "FP codes with no single compressed-tensors scheme "
+                    "in this export (FP with per-row scales, or INT and FP tiles mixed): float32 value·scale, exact"} if dense else {}))
+    return out
+
+
+def _export_mx(out, model, layers, ex: Execution, plan: dict, preset: str, fmt: str) -> Path:
+    """Every planned layer MX-scaled FP of one format: compressed-tensors MXFP4 / MXFP8 (E8M0 per 32)."""
+    from compressed_tensors.compressors.base import BaseCompressor
+    from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, preset_name_to_scheme
+    from safetensors.torch import save_file
+
+    mod_name = _module_names(model, layers)
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    names, dense = [], []
+    comp_cls = BaseCompressor.get_value_from_registry(fmt)
+    for lname, ql in ex.layers.items():
+        mn = mod_name[lname]
+        if ql.q.shape[1] % 32:                                           # MX needs whole 32-column groups
+            sd[mn + ".weight"] = ql.dequantize(torch.float32).cpu().contiguous()
+            dense.append(lname)
+            continue
+        require(isinstance(layers[lname], torch.nn.Linear), f"layer '{lname}' is not an nn.Linear; export with --export safetensors")
+        require(ql.scale_edges is not None and all(int(w) == 32 for w in ql.scale_widths()[:-1]),
+                f"layer '{lname}' has no 32-column MX scale groups; export with --export safetensors")
+        sd.pop(mn + ".weight")
+        comp = comp_cls.compress({"weight": ql.dequantize(torch.float32).cpu(), "weight_scale": ql.scales.to(torch.float32).cpu()},
+                                 preset_name_to_scheme(preset, [mn]))
+        for k, v in comp.items():
+            sd[f"{mn}.{k}"] = v.contiguous()
+        names.append(mn)
+    scheme = preset_name_to_scheme(preset, names)
+    qc = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=names, weights=scheme.weights)},
+                            format=fmt, quantization_status="compressed")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        if getattr(model, "config", None) is not None and hasattr(model.config, "save_pretrained"):
+            model.config.save_pretrained(tmp)
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        ModelCompressor(quantization_config=qc).update_config(str(tmp))
+        _finish(tmp, plan, "compressed-tensors", {"scheme": preset, "compression_format": fmt, "method": ex.method}
+                | ({"dequantized_layers": dense, "dequantized_reason": "input width not a multiple of 32 (MX group): "
+                    "float32 value·scale, exact"} if dense else {}))
     return out
 
 
@@ -113,6 +191,10 @@ def export_safetensors(out: str | Path, ex: Execution, plan: dict) -> Path:
         t[f"{lname}.scales"] = ql.scales.cpu().contiguous()
         t[f"{lname}.col_edges"] = torch.tensor(ql.grid.col_edges, dtype=torch.int64)
         t[f"{lname}.row_edges"] = torch.tensor(ql.grid.row_edges, dtype=torch.int64)
+        if ql.values is not None:
+            t[f"{lname}.values"] = ql.values.cpu().contiguous()
+        if ql.scale_edges is not None:
+            t[f"{lname}.scale_edges"] = torch.tensor(ql.scale_edges, dtype=torch.int64)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir()

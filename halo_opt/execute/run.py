@@ -54,7 +54,7 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
         raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
     if pool is not None:
         return pool.quantize(weights, hessian, costs, tile_codebook, codebooks, method, device, blocksize, progress)
-    codes = tile_codes(codebooks, device)
+    codes = tile_codes(codebooks, device, costs.codebooks)
     search = ScaleSearch.from_meta(costs.meta)
     t0 = time.perf_counter()
     layer_names = [n for n in dict.fromkeys(costs.tiles["layer"]) if only is None or n in only]
