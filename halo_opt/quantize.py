@@ -399,7 +399,21 @@ def _from_blocks(Hb: torch.Tensor, K: int) -> torch.Tensor:
 
 
 def _diag_blocks(H: torch.Tensor, width: int, nb: int) -> torch.Tensor:
-    """The ``nb`` diagonal ``width``×``width`` blocks of ``H`` (float64, zero-padded): [nb, width, width]."""
+    """The ``nb`` diagonal ``width``×``width`` blocks of ``H`` (float64, zero-padded): [nb, width, width].
+
+    ``H`` is [K, K], or already its diagonal blocks [n, w, w] (a blocks-layout calibration) with
+    ``width`` dividing ``w``: then the blocks are the diagonal sub-blocks of those (MX scale blocks
+    of 32 columns inside 64- or 128-wide tiles)."""
+    if H.dim() == 3:
+        w = H.shape[1]
+        if w % width:
+            raise UserError(f"column blocks of {width} do not divide the stored Hessian blocks of {w}; "
+                            f"calibrate with --hessian full or a --hessian-block that {width} divides")
+        Hp = torch.zeros(nb, width, width, dtype=torch.float64, device=H.device)
+        for j in range(min(nb, H.shape[0] * (w // width))):
+            t, o = divmod(j * width, w)
+            Hp[j] = H[t, o:o + width, o:o + width]
+        return Hp
     K = H.shape[0]
     Hp = torch.zeros(nb, width, width, dtype=torch.float64, device=H.device)
     for j in range(nb):
