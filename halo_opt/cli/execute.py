@@ -56,7 +56,11 @@ def _summary(rep: dict, ctx) -> tuple[str, dict]:
     plan = rep["methods"][f"plan-{rep['method']}"]
     base = baseline_cost(ctx.costs, "int8", rep.get("cost", {}).get("granularity", "layer"))
     acc = ", ".join(f"{k} {v:.4f}" for k, v in plan["metrics"].items())
-    line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)}; "
+    gran = rep.get("cost", {}).get("granularity", "layer")
+    wl = (ctx.costs.meta.get("workload") or {}).get("name") or "?"
+    cbs = (ctx.costs.meta.get("compute_bound_share") or {}).get(gran)
+    where = f"{gran} granularity, workload {wl}" + (f", compute-bound share {cbs:.2f}" if cbs is not None else "")
+    line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)} ({where}); "
             f"Spearman ρ(predicted, measured layer error) {rep['validation']['spearman']:.3f}; "
             f"timing misses {rep['timing']['miss_timing']}/{rep['timing']['tiles']} tiles")
     data = {"method": rep["method"], "metrics": plan["metrics"], "latency_s": plan.get("latency_s"), "energy_j": plan.get("energy_j"),
