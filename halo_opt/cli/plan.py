@@ -110,7 +110,7 @@ def pareto(
 
     df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed,
                       progress=not as_json, costs=costs, scenario=sc.to_dict())
-    base = _baseline(costs)
+    base = _baseline(costs, "fold" if p.fold else "layer")
     write(out, df, plans, p, param=sweep_over, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
                                                      "baseline": base})
     render_pareto(out)
