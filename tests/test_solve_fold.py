@@ -231,3 +231,21 @@ if __name__ == "__main__":
     print(f"{N_PROBLEMS} problems in {time.perf_counter() - t0:.1f} s")
     for key, v in sorted(total.items()):
         print(f"  {key}: {v}")
+
+
+def test_halo_fold_follows_the_threshold_rule():
+    """Three tiles, codebooks full (slow, no error) and fast (2× clock, error 1, 5, 3): with a budget
+    of 4 the threshold admits the tiles of error ≤ 3 → tiles 0 and 2 fast; K = 1 merges the fast
+    class into the slow one (its tiles run full's level at fast's codebook); budget 0 → all full."""
+    p = Problem(count=[1, 1, 1], group_domain=[0, 0, 1], err=[[0.0, 1.0], [0.0, 5.0], [0.0, 3.0]],
+                energy_dyn=np.zeros((3, 2)), tile_lat=[[2.0, 1.0]] * 3, lat=np.zeros((2, 2)), voltage=[1.0, 1.0],
+                leak_w=[0.0, 0.0], compat=[[True, False], [True, True]], budget=4.0)
+    r = halo_fold.solve(p)
+    fc = r.assignment.fold_counts
+    assert r.has_plan and fc[0, 1, 1] == 1 and fc[1, 0, 0] == 1 and fc[2, 1, 1] == 1 and r.info["threshold"] == 3.0
+    # layer 0 runs its slow fold first and ends fast, where layer 1 begins: one switch, not two
+    assert r.objective == pytest.approx(1 + 2 + 1) and evaluate(p, r.assignment).switches == 1 and r.assignment.runs(p) == [[0, 1], [1]]
+    k1 = halo_fold.solve(p.replace(max_levels=1))
+    assert k1.has_plan and set(np.flatnonzero(k1.assignment.fold_counts.sum((0, 1)))) == {0}
+    assert (halo_fold.solve(p.replace(budget=0.0)).assignment.fold_counts[:, 0, 0] == 1).all()
+    assert brute.solve(p).objective <= r.objective

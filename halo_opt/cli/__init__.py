@@ -114,12 +114,10 @@ def _click_kind(e: Exception) -> str | None:
             exc = importlib.import_module(mod)
         except ImportError:
             continue
-        if isinstance(e, exc.UsageError):
-            return "usage"
-        if isinstance(e, exc.Abort):
-            return "abort"
-        if isinstance(e, exc.Exit):
-            return "exit"
+        for kind, name in (("usage", "UsageError"), ("abort", "Abort"), ("exit", "Exit")):
+            cls = getattr(exc, name, None)  # typer's bundled click lacks some of them
+            if cls is not None and isinstance(e, cls):
+                return kind
     return None
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,12 +56,16 @@ def _summary(rep: dict, ctx) -> tuple[str, dict]:
     plan = rep["methods"][f"plan-{rep['method']}"]
     base = baseline_cost(ctx.costs, "int8", rep.get("cost", {}).get("granularity", "layer"))
     acc = ", ".join(f"{k} {v:.4f}" for k, v in plan["metrics"].items())
-    line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)}; "
+    gran = rep.get("cost", {}).get("granularity", "layer")
+    wl = (ctx.costs.meta.get("workload") or {}).get("name") or "?"
+    cbs = (ctx.costs.meta.get("compute_bound_share") or {}).get(gran)
+    where = f"{gran} granularity, workload {wl}" + (f", compute-bound share {cbs:.2f}" if cbs is not None else "")
+    line = (f"{rep['method']}: {acc}; {versus(plan.get('latency_s'), plan.get('energy_j'), base)} ({where}); "
             f"Spearman ρ(predicted, measured layer error) {rep['validation']['spearman']:.3f}; "
             f"timing misses {rep['timing']['miss_timing']}/{rep['timing']['tiles']} tiles")
     data = {"method": rep["method"], "metrics": plan["metrics"], "latency_s": plan.get("latency_s"), "energy_j": plan.get("energy_j"),
             "speedup": base["latency_s"] / plan["latency_s"] if plan.get("latency_s") else None,
-            "energy_saving": 1 - plan["energy_j"] / base["energy_j"] if plan.get("energy_j") is not None else None,
+            "energy_saving": 1 - plan["energy_j"] / base["energy_j"] if plan.get("energy_j") is not None and base["energy_j"] > 0 else None,
             "baseline": base, "baselines": {k: v for k, v in rep["methods"].items() if not k.startswith("plan-")},
             "workload": ctx.costs.meta.get("workload"), "compute_bound_share": ctx.costs.meta.get("compute_bound_share"),
             "granularity": rep.get("cost", {}).get("granularity", "layer"),

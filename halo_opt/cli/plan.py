@@ -121,7 +121,7 @@ def pareto(
     df, plans = sweep(p, names, points=points, param=sweep_over, time_limit=time_limit, workers=workers, seed=seed,
                       progress=not as_json, costs=costs, scenario=sc.to_dict(), chunks=chunks or None, ray=ray,
                       store=out / "points")
-    base = _baseline(costs)
+    base = _baseline(costs, "fold" if p.fold else "layer")
     write(out, df, plans, p, param=sweep_over, meta={"scenario": sc.name, "objective": sc.objective, "costs": str(costs),
                                                      "baseline": base})
     render_pareto(out)
@@ -131,6 +131,8 @@ def pareto(
     line = f"{len(ok)}/{len(df)} points solved, {int((~df['dominated']).sum())} non-dominated"
     if best is not None:
         line += (f"; best {best['solver']} at ε {best['error_rel']:.3g}: {speedup(best['speedup'])} speed, "
-                 f"{saving(best['energy_saving'])} vs the full-grid baseline")
+                 f"{saving(best['energy_saving'])} vs the full-grid baseline ({'fold' if p.fold else 'layer'} granularity, "
+                 f"workload {base['workload'] or '?'}"
+                 + (f", compute-bound share {base['compute_bound_share']:.2f})" if base["compute_bound_share"] is not None else ")"))
     emit(f"{line} -> {out} (pareto.png, plans/*.json)", {"points": df.to_dict("records"),
                                                          "baseline": base, "out": str(out)}, as_json)
