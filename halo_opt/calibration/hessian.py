@@ -70,24 +70,8 @@ def damped(H: torch.Tensor, rel: float = 0.01, name: str = "H", max_tries: int =
     ``raised``. An all-zero H (dead inputs) is damped with ``λ = rel`` (absolute). ``rel = 0``
     returns H unchanged without the check (exact, possibly singular).
     """
-    if rel < 0:
-        raise UserError(f"damping must be >= 0, got {rel}")
-    if rel == 0:
-        return Damped(H, 0.0, 0.0, False)
-    mean_diag = float(torch.diagonal(H).mean())
-    base = mean_diag if mean_diag > 0 else 1.0
-    lam = rel * base
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    for attempt in range(max_tries):
-        Hd = H + lam * eye
-        if int(torch.linalg.cholesky_ex(Hd).info) == 0:
-            raised = attempt > 0 or mean_diag <= 0
-            if raised:
-                warnings.warn(DampingWarning(f"{name}: H is singular/indefinite; damping raised from {rel:g} to "
-                                             f"{lam / base:g} x mean(diag H) (lambda = {lam:.3e})"), stacklevel=2)
-            return Damped(Hd, lam, lam / base, raised)
-        lam *= 10
-    raise UserError(f"{name}: H stays indefinite even with damping {lam:.3e}; its calibration data is corrupt, recalibrate")
+    d = damped_blocks(H[None], torch.diagonal(H), rel, name, max_tries)   # the whole H as one block
+    return Damped(d.H[0], d.damp, d.rel, d.raised)
 
 
 def damped_blocks(blocks: torch.Tensor, diag: torch.Tensor, rel: float = 0.01, name: str = "H",
@@ -113,7 +97,7 @@ def damped_blocks(blocks: torch.Tensor, diag: torch.Tensor, rel: float = 0.01, n
             raised = attempt > 0 or mean_diag <= 0
             if raised:
                 warnings.warn(DampingWarning(f"{name}: H is singular/indefinite; damping raised from {rel:g} to "
-                                             f"{lam / base:g} x mean(diag H) (lambda = {lam:.3e})"), stacklevel=2)
+                                             f"{lam / base:g} x mean(diag H) (lambda = {lam:.3e})"), stacklevel=3)
             return Damped(Hd, lam, lam / base, raised)
         lam *= 10
     raise UserError(f"{name}: H stays indefinite even with damping {lam:.3e}; its calibration data is corrupt, recalibrate")

@@ -91,10 +91,8 @@ def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: d
                               ex: Execution, plan: dict, codebook_specs: dict | None = None) -> Path:
     """Write a compressed-tensors checkpoint of ``model`` with the planned layers quantized (atomic).
     ``codebook_specs``: the cost folder's codebook entries (``format``/``scale`` of FP codebooks)."""
-    from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
-    from safetensors.torch import save_file
 
     specs = codebook_specs or {}
     kinds = {n: fp_kind(ql, ex, specs) for n, ql in ex.layers.items()}
@@ -125,6 +123,17 @@ def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: d
     qc = QuantizationConfig(config_groups={f"group_{i}": QuantizationScheme(targets=names, weights=QuantizationArgs(
         num_bits=bits, type="int", symmetric=True, strategy="group", group_size=g)) for i, (g, names) in enumerate(sorted(groups.items()))},
         format="pack-quantized", quantization_status="compressed")
+    return _write_compressed(out, model, sd, qc, plan, {"bits": bits, "method": ex.method}
+                             | ({"dequantized_layers": dense, "dequantized_reason": "FP codes with no single compressed-tensors scheme "
+                                 "in this export (FP with per-row scales, or INT and FP tiles mixed): float32 value·scale, exact"} if dense else {}))
+
+
+def _write_compressed(out, model, sd: dict, qc, plan: dict, info: dict) -> Path:
+    """A compressed-tensors folder, atomically: the model's config, ``model.safetensors`` of ``sd``,
+    the quantization config ``qc`` and ``export.json`` (:func:`_finish`)."""
+    from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
+    from safetensors.torch import save_file
+
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -132,18 +141,14 @@ def export_compressed_tensors(out: str | Path, model: torch.nn.Module, layers: d
             model.config.save_pretrained(tmp)
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         ModelCompressor(quantization_config=qc).update_config(str(tmp))
-        _finish(tmp, plan, "compressed-tensors", {"bits": bits, "method": ex.method}
-                | ({"dequantized_layers": dense, "dequantized_reason": "FP codes with no single compressed-tensors scheme "
-                    "in this export (FP with per-row scales, or INT and FP tiles mixed): float32 value·scale, exact"} if dense else {}))
+        _finish(tmp, plan, "compressed-tensors", info)
     return out
 
 
 def _export_mx(out, model, layers, ex: Execution, plan: dict, preset: str, fmt: str) -> Path:
     """Every planned layer MX-scaled FP of one format: compressed-tensors MXFP4 / MXFP8 (E8M0 per 32)."""
     from compressed_tensors.compressors.base import BaseCompressor
-    from compressed_tensors.compressors.model_compressors.model_compressor import ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, preset_name_to_scheme
-    from safetensors.torch import save_file
 
     mod_name = _module_names(model, layers)
     sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -167,17 +172,9 @@ def _export_mx(out, model, layers, ex: Execution, plan: dict, preset: str, fmt: 
     scheme = preset_name_to_scheme(preset, names)
     qc = QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=names, weights=scheme.weights)},
                             format=fmt, quantization_status="compressed")
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        if getattr(model, "config", None) is not None and hasattr(model.config, "save_pretrained"):
-            model.config.save_pretrained(tmp)
-        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        ModelCompressor(quantization_config=qc).update_config(str(tmp))
-        _finish(tmp, plan, "compressed-tensors", {"scheme": preset, "compression_format": fmt, "method": ex.method}
-                | ({"dequantized_layers": dense, "dequantized_reason": "input width not a multiple of 32 (MX group): "
-                    "float32 value·scale, exact"} if dense else {}))
-    return out
+    return _write_compressed(out, model, sd, qc, plan, {"scheme": preset, "compression_format": fmt, "method": ex.method}
+                             | ({"dequantized_layers": dense, "dequantized_reason": "input width not a multiple of 32 (MX group): "
+                                 "float32 value·scale, exact"} if dense else {}))
 
 
 def export_safetensors(out: str | Path, ex: Execution, plan: dict) -> Path:

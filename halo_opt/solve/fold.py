@@ -301,21 +301,9 @@ def lagrange(p: Problem, time_limit: float = 60.0, hint=None, iters: int = 60, m
         if min_error(p) > cap_tol(B):
             return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
         scale = max(float(np.where(np.isfinite(cost), cost, 0).sum() * p.count.max()) + sw * p.L * p.V, 1e-300)
-        lo, hi = 0.0, scale / max(B, 1e-300)
-        u_lo = u0
-        u_hi, e_hi = ev(hi)
-        while e_hi > B and hi < 1e300:
-            lo, u_lo, hi = hi, u_hi, hi * 16
-            u_hi, e_hi = ev(hi)
-        for _ in range(iters):
-            if time.perf_counter() - t0 > time_limit or hi - lo <= 1e-7 * hi:
-                break
-            mid = math.sqrt(lo * hi) if lo > 0 else hi / 16
-            u, e = ev(mid)
-            if e <= B:
-                hi, u_hi = mid, u
-            else:
-                lo, u_lo = mid, u
+        from .lagrange import bisect_lambda
+
+        lo, u_lo, hi, u_hi = bisect_lambda(ev, B, u0, scale, iters, t0, time_limit)
         cand = {u_hi.tobytes(): u_hi, u_lo.tobytes(): u_lo} | seen
         for used in list(cand.values())[:max_fills]:
             plans.append(fill_fold(p, used, lam_hint=hi))

@@ -34,6 +34,30 @@ from .problem import Assignment, Problem, cap_tol, evaluate, refuse_layer_budget
 from .result import Result, finish
 
 
+def bisect_lambda(ev, B: float, x0, scale: float, iters: int, t0: float, time_limit: float):
+    """Geometric bisection on the multiplier λ of the budget row: ``ev(λ) -> (plan, error)``,
+    ``x0`` the plan at λ = 0 (over budget). From ``hi = scale / B`` (grown ×16 until its plan meets
+    ``B``) down, halving ``[lo, hi]`` geometrically until ``iters``, the time limit or a relative
+    width of 1e-7: ``(lo, plan at lo (over budget), hi, plan at hi (within it))``. Layer and fold
+    granularity share it."""
+    x_lo = x0
+    lo, hi = 0.0, scale / max(B, 1e-300)
+    x_hi, e_hi = ev(hi)
+    while e_hi > B and hi < 1e300:
+        lo, x_lo, hi = hi, x_hi, hi * 16
+        x_hi, e_hi = ev(hi)
+    for _ in range(iters):
+        if time.perf_counter() - t0 > time_limit or hi - lo <= 1e-7 * hi:
+            break
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 16
+        x, e = ev(mid)
+        if e <= B:
+            hi, x_hi = mid, x
+        else:
+            lo, x_lo = mid, x
+    return lo, x_lo, hi, x_hi
+
+
 def _domain_costs(p: Problem, lam: float, Ew: np.ndarray, mask_v: list[np.ndarray]):
     """([L, V] D_l(v; λ), [V, G] argmin codebook per level)."""
     D = np.empty((p.L, p.V))
@@ -115,22 +139,8 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
 
         if min_error(p) > cap_tol(B):
             return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
-        a_lo = a0
         scale = max(float(np.abs(p.lat).sum() * (p.w_latency + p.w_energy * p.leak_w.max()) + Ew.sum()), 1e-300)
-        lo, hi = 0.0, scale / max(B, 1e-300)
-        a_hi, e_hi = ev(hi)
-        while e_hi > B and hi < 1e300:
-            lo, a_lo, hi = hi, a_hi, hi * 16
-            a_hi, e_hi = ev(hi)
-        for _ in range(iters):
-            if time.perf_counter() - t0 > time_limit or hi - lo <= 1e-7 * hi:
-                break
-            mid = math.sqrt(lo * hi) if lo > 0 else hi / 16
-            a, e = ev(mid)
-            if e <= B:
-                hi, a_hi = mid, a
-            else:
-                lo, a_lo = mid, a
+        lo, a_lo, hi, a_hi = bisect_lambda(ev, B, a0, scale, iters, t0, time_limit)
         cand = {a_hi.level.tobytes(): a_hi.level, a_lo.level.tobytes(): a_lo.level} | seen_levels
         for lv in list(cand.values())[:max_fills]:
             f = fill(p, lv, lam_hint=hi)
