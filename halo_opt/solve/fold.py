@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from .fill import fill_options
+from .lagrange import bisect_lambda, dual_bound
 from .problem import Assignment, Problem, cap_tol, evaluate, refuse_layer_budgets
 from .result import Result, finish
 
@@ -284,8 +285,7 @@ def lagrange(p: Problem, time_limit: float = 60.0, hint=None, iters: int = 60, m
         val, used, err = lagr(lam)
         if used is not None:
             seen.setdefault(used.tobytes(), used)
-            lb = lam * cap_tol(B) if math.isfinite(B) else 0.0
-            d = val - lb - 1e-13 * (abs(val) + lb)
+            d = dual_bound(val, lam, B)
             if d > best_bound:
                 best_bound, bound_lam = d, lam
         return used, err
@@ -301,8 +301,6 @@ def lagrange(p: Problem, time_limit: float = 60.0, hint=None, iters: int = 60, m
         if min_error(p) > cap_tol(B):
             return finish(p, "lagrange", None, math.inf, t0, status="infeasible")
         scale = max(float(np.where(np.isfinite(cost), cost, 0).sum() * p.count.max()) + sw * p.L * p.V, 1e-300)
-        from .lagrange import bisect_lambda
-
         lo, u_lo, hi, u_hi = bisect_lambda(ev, B, u0, scale, iters, t0, time_limit)
         cand = {u_hi.tobytes(): u_hi, u_lo.tobytes(): u_lo} | seen
         for used in list(cand.values())[:max_fills]:

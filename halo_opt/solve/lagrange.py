@@ -34,6 +34,14 @@ from .problem import Assignment, Problem, cap_tol, evaluate, refuse_layer_budget
 from .result import Result, finish
 
 
+def dual_bound(val: float, lam: float, B: float) -> float:
+    """The lower bound ``d(λ) − λ·cap_tol(B)`` from a Lagrangian value ``val`` at multiplier ``lam``:
+    valid for every plan that :func:`evaluate` accepts under budget ``B`` (less float rounding).
+    Layer and fold granularity share it."""
+    lb = lam * cap_tol(B) if math.isfinite(B) else 0.0
+    return val - lb - 1e-13 * (abs(val) + lb)
+
+
 def bisect_lambda(ev, B: float, x0, scale: float, iters: int, t0: float, time_limit: float):
     """Geometric bisection on the multiplier λ of the budget row: ``ev(λ) -> (plan, error)``,
     ``x0`` the plan at λ = 0 (over budget). From ``hi = scale / B`` (grown ×16 until its plan meets
@@ -121,8 +129,7 @@ def solve(problem: Problem, time_limit: float = 60.0, workers: int = 1, seed: in
         val, a, err = lagr(lam)
         if a is not None:
             seen_levels.setdefault(a.level.tobytes(), a.level)
-            lb = lam * cap_tol(B) if math.isfinite(B) else 0.0
-            d = val - lb - 1e-13 * (abs(val) + lb)  # valid for every plan evaluate accepts (less float rounding)
+            d = dual_bound(val, lam, B)
             if d > best_bound:
                 best_bound, bound_lam = d, lam
         return a, err
