@@ -9,11 +9,11 @@ from hypothesis import given, settings, strategies as st
 
 from halo_opt.errors import UserError
 from halo_opt.execute import synthetic as syn
-from halo_opt.execute.apply import TileGrid, block_diag_error, quantize_rtn, tile_codes
+from halo_opt.execute.apply import ScaleMemo, TileGrid, block_diag_error, quantize_rtn, tile_codes
 from halo_opt.execute.gptq import quantize_gptq
 from halo_opt.execute.inputs import check_plan, load_costs
 from halo_opt.execute.run import dequantized_model, execute_plan
-from halo_opt.execute.validate import measure_output_errors, predicted_errors, realized_cost, timing_check
+from halo_opt.execute.validate import heldout_hessians, measure_output_errors, output_errors, predicted_errors, realized_cost, timing_check
 
 
 class Tiny(torch.nn.Module):
@@ -68,6 +68,38 @@ def test_rtn_prediction_equals_measurement_on_calibration(tmp_path):
     for n in layers:
         assert meas[n][1] == 120
         np.testing.assert_allclose(meas[n][0], pred[n], rtol=1e-6)
+
+
+def test_heldout_hessians_give_the_measured_output_errors(tmp_path):
+    """tr(ΔW H_heldout ΔWᵀ) from one float forward equals (2/n) Σ_t ‖ΔW x_t‖² measured per plan,
+    padding masks included."""
+    model, layers, _, H, W = _setup(tmp_path, tile=(8, 6))
+    costs = load_costs(tmp_path / "costs")
+    held = _inputs(7, n=3)
+    held[1]["attention_mask"][0, 6:] = 0
+    Hh = heldout_hessians(layers, _run(model, held))
+    for k, pick in enumerate((lambda g: "full", lambda g: ["full", "c9", "pow2", "c3"][g % 4], lambda g: "c3")):
+        ex = execute_plan(syn.make_plan(tmp_path / "costs", pick), costs, W, lambda n: H[n][0], "rtn")
+        deltas = {n: ql.dequantize(torch.float64) - W[n].double() for n, ql in ex.layers.items()}
+        want, got = measure_output_errors(layers, deltas, _run(model, held)), output_errors(deltas, Hh)
+        for n in layers:
+            assert got[n][1] == want[n][1] == 3 * 2 * 10 - 4
+            np.testing.assert_allclose(got[n][0], want[n][0], rtol=1e-10)
+
+
+def test_scale_memo_reproduces_rtn_bitwise(tmp_path):
+    """Plans sharing codebooks on other rows reuse searched row scales: codes and scales equal a
+    fresh RTN bit for bit, in any order of plans."""
+    _, _, _, H, W = _setup(tmp_path, tile=(4, 6), damp_rel=0.01)
+    costs = load_costs(tmp_path / "costs")
+    books = ["full", "c9", "pow2", "c3"]
+    plans = [syn.make_plan(tmp_path / "costs", lambda g, k=k: books[(g * (k + 1) + k) % 4]) for k in range(5)]
+    memo = ScaleMemo()
+    for plan in plans + plans[::-1]:
+        a = execute_plan(plan, costs, W, lambda n: H[n][0], "rtn", memo=memo)
+        b = execute_plan(plan, costs, W, lambda n: H[n][0], "rtn")
+        for n in a.layers:
+            assert torch.equal(a.layers[n].q, b.layers[n].q) and torch.equal(a.layers[n].scales, b.layers[n].scales)
 
 
 def test_rtn_prediction_equals_block_diag_measure_with_damping(tmp_path):

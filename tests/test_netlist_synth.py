@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -102,6 +103,29 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert {p.name for p in first.folder.iterdir()} == {"mac.v", "run.ys", "netlist.json", "netlist.v", "yosys.log", "meta.json"}
     assert "signed" not in first.verilog_path.read_text()
     assert synthesize(replace(spec, arch="booth")).folder != first.folder
+
+
+def test_shipped_netlists_are_what_yosys_makes(tmp_path, monkeypatch):
+    """Every entry of data/netlists is read in place of synthesis only under its own key; with the
+    Yosys version it was made with, a fresh synthesis gives the same netlist byte for byte (else
+    its key cannot match, and the MAC is synthesized anew)."""
+    from halo_opt.hardware.yosys import shipped_netlists, yosys_version
+
+    monkeypatch.setenv("HALO_OPT_CACHE", str(tmp_path))
+    seeds = sorted(p for p in shipped_netlists().iterdir() if p.is_dir())
+    assert seeds, "data/netlists ships the demo's default MAC"
+    for seed in seeds:
+        meta = json.loads((seed / "meta.json").read_text())
+        spec = MacSpec(**meta["inputs"]["spec"])
+        hit = synthesize(spec, stage=meta["inputs"]["stage"])
+        if meta["inputs"]["yosys"] != yosys_version():
+            assert hit.folder != seed
+            continue
+        assert hit.cached and hit.folder == seed and hit.key == seed.name == meta["key"]
+        fresh = synthesize(spec, stage=meta["inputs"]["stage"], use_cache=False)
+        assert not fresh.cached and fresh.folder.parent == tmp_path / "netlists" and fresh.key == seed.name
+        assert fresh.json_path.read_bytes() == (seed / "netlist.json").read_bytes()
+        assert fresh.verilog_path.read_bytes() == (seed / "netlist.v").read_bytes()
 
 
 def test_yosys_error_is_a_user_error():

@@ -17,7 +17,7 @@ def demo(
     heldout: int = typer.Option(32, "--heldout", help="held-out sequences for evaluation"),
     tile: int = typer.Option(64, "--tile", help="square weight tile (rows = cols); the array folds at this size"),
     points: int = typer.Option(8, "--points", help="budgets per Pareto sweep"),
-    time_limit: float = typer.Option(10.0, "--time-limit", help="solver time limit per solve, s"),
+    time_limit: float = typer.Option(2.0, "--time-limit", help="solver time limit per plan, s (Pareto points: half)"),
     seed: int = typer.Option(0, "--seed", help="seed for calibration sampling and solvers"),
     workers: int = typer.Option(2, "--workers", help="threads / processes"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),

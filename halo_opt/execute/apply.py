@@ -154,12 +154,35 @@ def add_damping(H: torch.Tensor, damp: float) -> torch.Tensor:
     return H + damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
 
 
+class ScaleMemo:
+    """Row scales already searched, kept across the plans run on one model (the demo, the closed
+    loop): per (layer, column block, codebook, damping, search) a float64 [N] of scales and a mask
+    of the rows searched. A row's scale depends only on that row and the block's H, so a later plan
+    searches just the rows no earlier plan put on that codebook in that block (bitwise the same
+    scales: ``tests/test_exec_core.py``)."""
+
+    def __init__(self):
+        self._d: dict = {}
+
+    def rows(self, key: tuple, idx: torch.Tensor, n: int, search) -> torch.Tensor:
+        """Scales of rows ``idx`` (of ``n``); ``search(rows)`` computes those not seen yet."""
+        s, seen = self._d.get(key) or self._d.setdefault(
+            key, (torch.empty(n, dtype=torch.float64, device=idx.device), torch.zeros(n, dtype=torch.bool, device=idx.device)))
+        need = idx[~seen[idx]]
+        if len(need):
+            s[need] = search(need)
+            seen[need] = True
+        return s[idx]
+
+
 def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, tile_codebook: list[str],
-                 codes: dict[str, torch.Tensor], scales: ScaleSearch = ScaleSearch()) -> QuantLayer:
+                 codes: dict[str, torch.Tensor], scales: ScaleSearch = ScaleSearch(), memo: ScaleMemo | None = None,
+                 damp: float = 0.0) -> QuantLayer:
     """Round-to-nearest-code per tile with the error-optimal scale (float64).
 
     ``W`` [N, K] float weight, ``H`` [K, K] damped Hessian, ``tile_codebook[g]`` the plan's codebook
     of global tile g; ``scales`` the cost stage's scale search (so RTN reproduces ``e_gc`` exactly).
+    ``memo``: row scales searched by earlier plans on the same ``W`` and H (damped by ``damp``).
     """
     from ..quantize import quantize_to_codes, quantize_to_grid
 
@@ -188,7 +211,9 @@ def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, ti
                 qt, vt, _ = quantize_to_grid(Wt, sb.repeat_interleave(MX_BLOCK, 1)[:, :c1 - c0], c)
                 S[idx, g[0]:g[-1] + 1] = sb
             else:
-                s = scales(Wt, H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
+                def search(ix, c=c):
+                    return scales(W[ix, c0:c1], H[c0:c1, c0:c1], c).to(torch.float64).reshape(-1)
+                s = search(idx) if memo is None else memo.rows((name, c0, c1, _book_key(c), damp, scales), idx, N, search)
                 if isinstance(c, Grid):
                     qt, vt, _ = quantize_to_grid(Wt, s[:, None], c)
                 else:
@@ -199,6 +224,13 @@ def quantize_rtn(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, ti
             if V is not None:
                 V[idx, c0:c1] = vt.to(torch.float32)
     return QuantLayer(name, q, S, grid, V, edges)
+
+
+def _book_key(c) -> tuple:
+    """What a codebook quantizes to (its codes, or an FP grid's format, scale rule and values)."""
+    if isinstance(c, Grid):
+        return (c.format, c.scale, tuple(c.codes.tolist()))
+    return tuple(c.tolist())
 
 
 def block_diag_error(ql: QuantLayer, W: torch.Tensor, H: torch.Tensor) -> np.ndarray:

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from ..errors import UserError, require
-from .apply import add_damping, block_diag_error
+from .apply import ScaleMemo, add_damping, block_diag_error
 from .evaluate import Evaluator
 from .inputs import CostFolder, check_plan, load_costs, load_hessian
 from .run import Execution, dequantized_model, execute_plan, uniform_baseline
-from .validate import baseline_cost, end_to_end, measure_output_errors, predicted_errors, realized_cost, spearman, timing_check
+from .validate import (baseline_cost, end_to_end, heldout_hessians, measure_output_errors, output_errors, predicted_errors,
+                       realized_cost, spearman, timing_check)
 
 
 @dataclass
@@ -41,14 +42,17 @@ class Context:
     full_hessian_fn: Callable[[str], torch.Tensor] | None = None
     cache_hessians: bool = True  # False: keep one layer's H at a time (large models)
     pool: object = None  # execute.distributed.QuantPool: layers quantized on several processes
+    #: RTN row scales searched by earlier plans on this model (kept while ``cache_hessians``)
+    scale_memo: ScaleMemo = field(default_factory=ScaleMemo)
     _H: dict = field(default_factory=dict)
+    _heldout_H: dict | None = None
     _eval: Evaluator | None = None
 
     def with_heldout(self, batches: list[dict]) -> "Context":
         """The same model and costs evaluated on other batches (e.g. the test split); shares the Hessian cache."""
         from dataclasses import replace
 
-        return replace(self, heldout=batches, _eval=None)
+        return replace(self, heldout=batches, _eval=None, _heldout_H=None)
 
     def hessian(self, name: str) -> torch.Tensor:
         if name not in self._H:
@@ -63,6 +67,20 @@ class Context:
 
     def hessians_for(self, method: str) -> Callable[[str], torch.Tensor]:
         return self.full_hessian if method == "gptq" else self.hessian
+
+    def output_errors(self, deltas: dict[str, torch.Tensor]) -> dict[str, tuple[float, int]]:
+        """Per layer ``(2/n) Σ_t ‖ΔW x_t‖²`` on the held-out tokens: from the held-out Hessians,
+        accumulated by one float forward and kept (while ``cache_hessians``), else by a forward
+        with hooks each time."""
+        if not self.cache_hessians:
+            return measure_output_errors(self.layers, deltas, _run_masks(self, self.model))
+        if self._heldout_H is None:
+            self._heldout_H = heldout_hessians(self.layers, _run_masks(self, self.model))
+        return output_errors(deltas, self._heldout_H)
+
+    @property
+    def memo(self) -> ScaleMemo | None:
+        return self.scale_memo if self.cache_hessians else None
 
     @property
     def evaluator(self) -> Evaluator:
@@ -161,7 +179,8 @@ def quantized(ctx: Context, ex: Execution) -> torch.nn.Module:
 def run_plan(ctx: Context, plan: dict, method: str = "rtn", blocksize: int = 128, progress: bool = False) -> tuple[Execution, dict]:
     """Quantize per plan and evaluate on the held-out batches: ``(execution, metrics)``."""
     check_model(ctx, plan)
-    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool)
+    ex = execute_plan(plan, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool,
+                      ctx.memo)
     return ex, ctx.evaluator(quantized(ctx, ex))
 
 
@@ -181,7 +200,7 @@ def validate_execution(ctx: Context, plan: dict, ex: Execution, metrics: dict, b
     level_of = check_plan(plan, c, list(ctx.weights))
     pred = predicted_errors(c, plan["tile_codebook"])
     deltas = {n: ql.dequantize(torch.float64) - ctx.weights[n].double().to(ql.q.device) for n, ql in ex.layers.items()}
-    meas = measure_output_errors(ctx.layers, deltas, _run_masks(ctx, ctx.model))
+    meas = ctx.output_errors(deltas)
     rows = []
     for n, ql in ex.layers.items():
         bd = block_diag_error(ql, ctx.weights[n], add_damping(ctx.hessian(n).to(ql.q.device), ex.damp.get(n, 0.0)))
@@ -221,6 +240,7 @@ def run_baselines(ctx: Context, which: list[str], blocksize: int = 128, progress
         bits, _, method = w.partition("-")
         if bits not in ("int8", "int4") or method not in ("rtn", "gptq"):
             raise UserError(f"unknown baseline '{w}'; use int8-rtn, int8-gptq, int4-rtn or int4-gptq")
-        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool)
+        ex = uniform_baseline(bits, ctx.costs, ctx.weights, ctx.hessians_for(method), method, ctx.device, blocksize, progress, ctx.pool,
+                              ctx.memo)
         out[w] = ctx.evaluator(quantized(ctx, ex))
     return out

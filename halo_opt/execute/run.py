@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
-from .apply import QuantLayer, ScaleSearch, TileGrid, add_damping, quantize_rtn, tile_codes
+from .apply import QuantLayer, ScaleMemo, ScaleSearch, TileGrid, add_damping, quantize_rtn, tile_codes
 from .gptq import quantize_gptq
 from .inputs import CostFolder, check_plan
 
@@ -42,13 +42,14 @@ class Execution:
 def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], torch.Tensor], costs: CostFolder,
                     tile_codebook: list[str], codebooks: dict[str, list[int]], method: str = "rtn",
                     device: str = "cpu", blocksize: int = 128, progress: bool = False, pool=None,
-                    only: set[str] | None = None) -> Execution:
+                    only: set[str] | None = None, memo: ScaleMemo | None = None) -> Execution:
     """Quantize each layer of ``costs.tiles`` with the given per-tile codebooks.
 
     ``weights[layer]`` float [N, K]; ``hessian(layer)`` the undamped calibration H (float64), damped
     here by the cost table's ``damp`` (the same H the cost stage used). ``pool``: a
     :class:`halo_opt.execute.distributed.QuantPool` spreading the layers over processes (same
-    result); ``only``: quantize just these layers (one rank's share).
+    result); ``only``: quantize just these layers (one rank's share); ``memo``: RTN row scales kept
+    across calls on the same weights and Hessians (:class:`~.apply.ScaleMemo`; same result).
     """
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
@@ -72,7 +73,7 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
             if H.shape != (W.shape[1], W.shape[1]):
                 raise UserError(f"Hessian of '{name}' is {tuple(H.shape)} but the layer has {W.shape[1]} inputs; calibration is for another model")
             fn = quantize_gptq if method == "gptq" else quantize_rtn
-            kw = {"blocksize": blocksize} if method == "gptq" else {}
+            kw = {"blocksize": blocksize} if method == "gptq" else {"memo": memo, "damp": d}
             out[name] = fn(name, W, H, grid, tile_codebook, codes, scales=search, **kw)
             damps[name] = d
             bar.advance(what=name)
@@ -80,17 +81,19 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
 
 
 def execute_plan(plan: dict, costs: CostFolder, weights: dict[str, torch.Tensor], hessian: Callable[[str], torch.Tensor],
-                 method: str = "rtn", device: str = "cpu", blocksize: int = 128, progress: bool = False, pool=None) -> Execution:
+                 method: str = "rtn", device: str = "cpu", blocksize: int = 128, progress: bool = False, pool=None,
+                 memo: ScaleMemo | None = None) -> Execution:
     """Check ``plan`` against ``costs`` and the model's layers, then quantize per plan."""
     check_plan(plan, costs, list(weights))
-    return quantize_layers(weights, hessian, costs, plan["tile_codebook"], plan["codebooks"], method, device, blocksize, progress, pool)
+    return quantize_layers(weights, hessian, costs, plan["tile_codebook"], plan["codebooks"], method, device, blocksize, progress, pool,
+                           memo=memo)
 
 
 def uniform_baseline(bits: str, costs: CostFolder, weights, hessian, method: str = "rtn", device: str = "cpu",
-                     blocksize: int = 128, progress: bool = False, pool=None) -> Execution:
+                     blocksize: int = 128, progress: bool = False, pool=None, memo: ScaleMemo | None = None) -> Execution:
     """Every tile on the uniform signed grid ``int8`` [-128, 127] or ``int4`` [-8, 7]."""
     return quantize_layers(weights, hessian, costs, [bits] * len(costs.tiles), {bits: UNIFORM[bits]}, method, device, blocksize,
-                           progress, pool)
+                           progress, pool, memo=memo)
 
 
 def dequantized_model(model: torch.nn.Module, layers: dict[str, torch.nn.Module], ex: Execution) -> torch.nn.Module:

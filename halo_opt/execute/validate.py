@@ -40,6 +40,20 @@ def _hooks(layers: dict[str, torch.nn.Module], fn):
             h.remove()
 
 
+def _inputs(layers: dict[str, torch.nn.Module], names, run, fn: Callable[[str, torch.Tensor], None]) -> None:
+    """Call ``fn(layer, x [tokens, K])`` for every batch the float model feeds each layer of
+    ``names``, padding dropped (``run(set_mask)``: see :func:`measure_output_errors`)."""
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(name: str, x: torch.Tensor) -> None:
+        if name in names:
+            m = mask[0]
+            fn(name, x[m] if m is not None and x.shape[:-1] == m.shape else x.reshape(-1, x.shape[-1]))
+
+    with _hooks(layers, hook):
+        run(lambda m: mask.__setitem__(0, None if m is None else m.bool()))
+
+
 @torch.no_grad()
 def measure_output_errors(layers: dict[str, torch.nn.Module], deltas: dict[str, torch.Tensor],
                           run: Callable[[Callable[[torch.Tensor | None], None]], None]) -> dict[str, tuple[float, int]]:
@@ -50,21 +64,40 @@ def measure_output_errors(layers: dict[str, torch.nn.Module], deltas: dict[str, 
     are ``Ŵ − W`` per layer (float64).
     """
     acc = {n: [0.0, 0] for n in deltas}
-    mask: list[torch.Tensor | None] = [None]
 
-    def hook(name: str, x: torch.Tensor) -> None:
-        if name not in deltas:
-            return
-        m = mask[0]
-        x = x[m] if m is not None and x.shape[:-1] == m.shape else x.reshape(-1, x.shape[-1])
+    def add(name: str, x: torch.Tensor) -> None:
         D = deltas[name]
         y = x.to(D.device, D.dtype) @ D.T
         acc[name][0] += float((y * y).sum())
         acc[name][1] += x.shape[0]
 
-    with _hooks(layers, hook):
-        run(lambda m: mask.__setitem__(0, None if m is None else m.bool()))
+    _inputs(layers, deltas, run, add)
     return {n: (2.0 * s / max(k, 1), k) for n, (s, k) in acc.items()}
+
+
+@torch.no_grad()
+def heldout_hessians(layers: dict[str, torch.nn.Module], run) -> dict[str, tuple[torch.Tensor, int]]:
+    """``{layer: (H = (2/n) Σ_t x_t x_tᵀ float64, n)}`` over the held-out tokens the float model
+    feeds each layer: one forward for all later plans, since ``(2/n) Σ_t ‖ΔW x_t‖² = tr(ΔW H ΔWᵀ)``."""
+    acc: dict[str, list] = {}
+
+    def add(name: str, x: torch.Tensor) -> None:
+        x = x.double()
+        a = acc.setdefault(name, [torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device), 0])
+        a[0].addmm_(x.T, x)
+        a[1] += x.shape[0]
+
+    _inputs(layers, set(layers), run, add)
+    return {n: (2.0 * H / max(k, 1), k) for n, (H, k) in acc.items()}
+
+
+def output_errors(deltas: dict[str, torch.Tensor], hessians: dict[str, tuple[torch.Tensor, int]]) -> dict[str, tuple[float, int]]:
+    """:func:`measure_output_errors` from :func:`heldout_hessians`: ``tr(ΔW H ΔWᵀ)`` per layer (float64)."""
+    out = {}
+    for n, D in deltas.items():
+        H, k = hessians[n]
+        out[n] = (float(((D @ H.to(D.device)) * D).sum()), k)
+    return out
 
 
 def predicted_errors(costs: CostFolder, tile_codebook: list[str], local: bool = True) -> pd.Series:

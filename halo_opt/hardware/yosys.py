@@ -5,7 +5,10 @@ temporary folder holding copies of the inputs (a gzipped Liberty file is decompr
 there). The first run in a fresh environment compiles the wasm module (~30 s idle, 2.5 min
 measured on a loaded 2-core VM; cached by YoWASP); later runs start in ~0.5 s. Synthesis results are cached under
 ``cache_dir()/netlists/<key>/`` (written atomically), ``key`` = hash of the Verilog, the
-script, the Liberty file's SHA-256 and the Yosys version.
+script, the Liberty file's SHA-256 and the Yosys version. A few entries ship with halo-opt in
+``data/netlists/<key>/`` (the demo's default MAC, made by this function with the Yosys version in
+their ``meta.json``): a key found there is read from there, so a fresh install characterizes that
+MAC without compiling Yosys; another Yosys version gives another key and synthesizes anew.
 
 Scripts (``synth -flatten -top mac [-booth]`` then one technology mapping):
 
@@ -164,6 +167,13 @@ def synthesis_script(spec: MacSpec, liberty: bool | int, dont_use: tuple[str, ..
     return "\n".join(lines) + "\n"
 
 
+def shipped_netlists() -> Path:
+    """``data/netlists``: synthesis results shipped with halo-opt, keyed like the cache."""
+    from ..paths import data_dir
+
+    return data_dir() / "netlists"
+
+
 def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_DONT_USE,
                use_cache: bool = True, stage: str = "mac") -> SynthResult:
     """Synthesize ``stage`` of the MAC ``spec`` (:meth:`MacSpec.stages`) to internal gates, or to
@@ -179,8 +189,9 @@ def synthesize(spec: MacSpec, liberty=None, dont_use: tuple[str, ...] = DEFAULT_
                        "liberty_sha256": (sha[0] if len(sha) == 1 else sha) if libs else None, "yosys": yosys_version()})[:24]
     folder = cache_dir() / "netlists" / key
     names = ("netlist.json", "netlist.v", "meta.json")
-    if use_cache and all((folder / n).is_file() for n in names):
-        return SynthResult(folder, folder / "netlist.json", folder / "netlist.v", library, key, True, time.perf_counter() - t0)
+    for f in (folder, shipped_netlists() / key) if use_cache else ():
+        if all((f / n).is_file() for n in names):
+            return SynthResult(f, f / "netlist.json", f / "netlist.v", library, key, True, time.perf_counter() - t0)
     inputs = {"mac.v": verilog.encode(), **dict(zip(_lib_files(len(libs)), libs))}
     out = run_yosys(script, inputs, ["netlist.json", "netlist.v"])
     folder.parent.mkdir(parents=True, exist_ok=True)
