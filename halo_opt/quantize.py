@@ -273,27 +273,29 @@ def row_errors(W: torch.Tensor, H: torch.Tensor, codes, scale: torch.Tensor) -> 
 
 
 def search_scales(W: torch.Tensor, H: torch.Tensor, codes, factors: torch.Tensor | None = None,
-                  fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  fast: bool = False, errors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-row grid search of the scale: returns ``(s [R] float64, e [R] float64)``.
 
     ``s_r = f* · max|w_r| / max|c|`` with ``f*`` the first grid factor minimising
-    ``Δw_r H Δw_rᵀ``; ``e_r`` is that minimum evaluated in float64. ``W`` [R, K], ``H`` [K, K].
+    ``Δw_r H Δw_rᵀ``; ``e_r`` is that minimum evaluated in float64 (None with ``errors=False``:
+    the executor needs only the scales). ``W`` [R, K], ``H`` [K, K].
     """
     if W.ndim != 2 or H.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"shapes W {tuple(W.shape)} and H {tuple(H.shape)} do not match ([R,K] and [K,K])")
-    s, e = search_scales_blocks(W, H, max(W.shape[1], 1), [codes], factors, fast)
-    return s[0, :, 0], e[0, :, 0]
+    s, e = search_scales_blocks(W, H, max(W.shape[1], 1), [codes], factors, fast, errors=errors)
+    return s[0, :, 0], None if e is None else e[0, :, 0]
 
 
 def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks: Sequence,
                          factors: torch.Tensor | None = None, fast: bool = False,
-                         backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                         backend: str = "auto", errors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`search_scales` on every column block of a layer, for every codebook: ``(s, e)`` [C, N, n_b].
 
     Block ``j`` holds columns ``[j·width, min((j+1)·width, K))`` (the last may be narrower);
     ``s[c, :, j], e[c, :, j] = search_scales(W[:, blk], H[blk, blk], codebooks[c], factors, fast)``.
     ``backend``: ``"torch"`` (batched, any device), ``"triton"`` (fused CUDA kernel, ``fast`` only,
-    ``width`` ≤ 128) or ``"auto"`` (Triton where it applies). Results on device of ``W``, float64.
+    ``width`` ≤ 128) or ``"auto"`` (Triton where it applies). Results on device of ``W``, float64;
+    ``errors=False`` skips the float64 evaluation of ``e`` (returned as None; ``s`` is the same).
     """
     N, K = W.shape
     if width < 1:
@@ -320,12 +322,14 @@ def search_scales_blocks(W: torch.Tensor, H: torch.Tensor, width: int, codebooks
     if use_triton:
         Hf = _from_blocks(H, K) if blocks else H   # the kernels read the diagonal blocks of a [K, K] matrix
         s = factors[_best_triton(W, Hf, s0, books, factors, width)] * s0   # the chosen candidate, bit for bit
+        if not errors:
+            return _value_scales(s, grids), None
         if TRITON_CONFIG.get("float64_eval") == "triton":
             return _value_scales(s, grids), _block_errors_triton(W, Hf, books, s, width)
         return _value_scales(s, grids), _block_errors(Wp, H.to(torch.float64) if blocks else _diag_blocks(H, width, nb), books, s)
     Hp = H.to(torch.float64) if blocks else _diag_blocks(H, width, nb)
     s = factors[_best_torch(Wp, Hp, s0, books, factors, torch.float32 if fast else torch.float64)] * s0
-    return _value_scales(s, grids), _block_errors(Wp, Hp, books, s)
+    return _value_scales(s, grids), _block_errors(Wp, Hp, books, s) if errors else None
 
 
 def _value_scales(s: torch.Tensor, grids: list[Grid]) -> torch.Tensor:

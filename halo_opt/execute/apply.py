@@ -116,7 +116,7 @@ class ScaleSearch:
         from ..quantize import search_scales
 
         f = torch.tensor(self.factors, dtype=torch.float64) if self.factors else None
-        return search_scales(W, H, codes, f, self.fast)[0]
+        return search_scales(W, H, codes, f, self.fast, errors=False)[0]
 
 
 def tile_codes(codebooks: dict[str, list[int]], device=None, specs: dict[str, dict] | None = None) -> dict:
