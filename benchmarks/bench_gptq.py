@@ -48,10 +48,10 @@ def grid_for(name: str, N: int, K: int, tile=(128, 128)) -> tuple[TileGrid, list
 def synthetic_layer(N: int, K: int, seed: int, device: str, n: int = 2048):
     g = torch.Generator().manual_seed(seed)
     W = 0.02 * torch.randn(N, K, generator=g)
-    mix = torch.randn(K, K, generator=g) / K ** 0.5 + torch.eye(K)
-    X = torch.randn(n, K, generator=g) @ mix
+    mix = (torch.randn(K, K, generator=g) / K ** 0.5 + torch.eye(K)).to(device)   # products on the device: K = 11008
+    X = torch.randn(n, K, generator=g).to(device) @ mix                            # takes minutes on a CPU
     H = (2.0 / n) * (X.T.double() @ X.double())
-    return W.to(device), H.to(device)
+    return W.to(device), H
 
 
 def minilm_layers(device: str):
