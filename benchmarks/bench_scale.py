@@ -211,36 +211,68 @@ def e2e(a) -> dict:
     return res
 
 
+def _env() -> dict:
+    import ray
+
+    return {"cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def _ray_times() -> dict:
+    """Ray's start and shutdown and the jobs' span, from the run just finished (0 serially)."""
+    from halo_opt import distributed
+
+    LAST_RUN = getattr(distributed, "LAST_RUN", {})  # (none before these timings were kept)
+    return {"ray_start_s": LAST_RUN.get("start_s"), "jobs_s": LAST_RUN.get("run_s"), "ray_stop_s": LAST_RUN.get("stop_s"),
+            "jobs": LAST_RUN.get("jobs")}
+
+
 def sweep(a) -> dict:
+    """The Pareto sweep timed as :func:`halo_opt.solve.pareto.sweep` runs it: first the default
+    budgets (``budgets_s``: a lagrange solve and the error range, in the driver), then the chains
+    (``sweep_s``: Ray's start, the chains, Ray's shutdown); ``wall_s`` is both. Not timed
+    (``prep_s``): the synthetic cost folder (written once per ``--out``) and the driver's problem."""
     from halo_opt.paths import formulations_dir
     from halo_opt.solve.build import build_problem
+    from halo_opt.solve.pareto import default_budgets
     from halo_opt.solve.pareto import sweep as run_sweep
     from halo_opt.solve.scenario import load_scenario
     from halo_opt.solve.synthetic import write_costs
 
-    costs = a.out / "costs"
+    costs, store = a.out / "costs", a.out / f"points-{a.ray or 'serial'}-{a.workers}"
+    shutil.rmtree(store, ignore_errors=True)  # measure from scratch (a kept store would resume)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
     if not (costs / "meta.json").is_file():
         write_costs(costs, a.model, n_codebooks=6, n_levels=5, seed=0)
     sc = load_scenario(formulations_dir() / f"{a.goal}.toml")
     p = build_problem(costs, sc)
+    prep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    df, _ = run_sweep(p, a.solvers.split(","), points=a.points, time_limit=60, workers=a.workers, costs=costs,
-                      scenario=sc.to_dict(), chunks=a.chunks, ray=a.ray, store=a.out / f"points-{a.ray}-{a.workers}", progress=True)
-    wall = time.perf_counter() - t0
-    return {"what": "pareto sweep", "model": a.model, "tiles": p.n_tiles, "points": len(df), "solvers": a.solvers,
-            "chunks": a.chunks, "engine": a.ray or "serial", "workers": a.workers, "wall_s": wall,
-            "sum_point_wall_s": float(df["wall_s"].sum()), "objective_sum": float(df["objective"].sum()),
-            "cores": os.cpu_count(), "load": os.getloadavg()}
+    values = default_budgets(p, a.points, 60)  # what run_sweep computes first when not given values
+    t1 = time.perf_counter()
+    df, _ = run_sweep(p, a.solvers.split(","), values=values, time_limit=60, workers=a.workers, costs=costs,
+                      scenario=sc.to_dict(), chunks=a.chunks, ray=a.ray, store=store, progress=True)
+    t2 = time.perf_counter()
+    return {"what": "pareto sweep", "model": a.model, "goal": a.goal, "tiles": p.n_tiles, "points": len(df), "solvers": a.solvers,
+            "chunks": a.chunks, "engine": a.ray or "serial", "workers": a.workers, "prep_s": prep, "budgets_s": t1 - t0,
+            "sweep_s": t2 - t1, "wall_s": t2 - t0, **_ray_times(), "sum_point_wall_s": float(df["wall_s"].sum()),
+            "max_point_wall_s": float(df["wall_s"].max()), "objective_sum": float(df["objective"].sum()),
+            "load_before": load0, "load": os.getloadavg(), **_env()}
 
 
 def study(a) -> dict:
+    """The closed-loop study (``wall_s``: Ray's start, the points, Ray's shutdown). Not timed
+    (``prep_s``): MiniLM's calibration and cost tables (built once per ``--out``)."""
     from halo_opt.calibration import calibrate, calibration_batch, load_model
     from halo_opt.closed_loop import tune_study
     from halo_opt.costs import build_costs
     from halo_opt.paths import data_dir
 
-    calib, costs = a.out / "calib", a.out / "costs"
+    calib, costs, store = a.out / "calib", a.out / "costs", a.out / f"points-{a.ray or 'serial'}-{a.workers}"
+    shutil.rmtree(store, ignore_errors=True)  # measure from scratch (a kept store would resume)
     prof = data_dir() / "profiles" / "int8_signed_array_builtin"
+    load0 = os.getloadavg()
     t0 = time.perf_counter()
     if not (costs / "meta.json").is_file():
         ad = load_model("minilm")
@@ -249,13 +281,14 @@ def study(a) -> dict:
         build_costs(calib, prof, costs, "tpu_like", (64, 64), model=ad, device=a.device, progress=False)
     prep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    recs = tune_study(costs, calib, "minilm", a.goals.split(","), a.solvers.split(","), a.target, a.out / f"points-{a.ray}-{a.workers}",
-                      0.0, 0.05, a.iters, 20, heldout=a.heldout, seq_len=128, profile=str(prof), ray=a.ray, workers=a.workers)
+    recs = tune_study(costs, calib, "minilm", a.goals.split(","), a.solvers.split(","), a.target, store,
+                      0.0, a.budget_max, a.iters, 20, heldout=a.heldout, seq_len=128, profile=str(prof), ray=a.ray, workers=a.workers)
     wall = time.perf_counter() - t0
-    return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": a.goals, "solvers": a.solvers, "iters": a.iters,
-            "heldout": a.heldout, "engine": a.ray or "serial", "workers": a.workers, "prep_s": prep, "wall_s": wall,
-            "sum_point_wall_s": sum(r["wall_s"] for r in recs), "budgets": [r.get("budget") for r in recs],
-            "cores": os.cpu_count(), "load": os.getloadavg()}
+    return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": a.goals, "solvers": a.solvers, "target": a.target,
+            "budget_max": a.budget_max, "iters": a.iters, "heldout": a.heldout, "engine": a.ray or "serial", "workers": a.workers,
+            "prep_s": prep, "wall_s": wall, **_ray_times(), "sum_point_wall_s": sum(r["wall_s"] for r in recs),
+            "max_point_wall_s": max(r["wall_s"] for r in recs), "budgets": [r.get("budget") for r in recs],
+            "notes": sum("note" in r for r in recs), "load_before": load0, "load": os.getloadavg(), **_env()}
 
 
 def main() -> None:
@@ -277,6 +310,7 @@ def main() -> None:
     ap.add_argument("--target", default="cosine>=0.99")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--heldout", type=int, default=8)
+    ap.add_argument("--budget-max", type=float, default=0.05, help="study: the bisection's upper budget")
     ap.add_argument("--points", type=int, default=24)
     ap.add_argument("--chunks", type=int, default=24)
     ap.add_argument("--workers", type=int, default=1)
