@@ -34,6 +34,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def folder_stamp(folder: str | Path) -> tuple:
+    """``(relative path, size, mtime_ns)`` of every file under ``folder``, sorted: changes when a
+    file is rewritten (a cheap identity for per-process caches of what was loaded from it)."""
+    root = Path(folder)
+    return tuple(sorted((str(p.relative_to(root)), st.st_size, st.st_mtime_ns)
+                        for p in root.rglob("*") if p.is_file() and (st := p.stat())))
+
+
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-serialisable object (sorted keys)."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode())

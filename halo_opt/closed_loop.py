@@ -57,7 +57,6 @@ def study_point(store: str, key: str, costs: str, calib: str, model: str, goal: 
     import torch
 
     from .distributed import Store
-    from .execute.pipeline import context_from_folders, split_batches
     from .solve.scenario import from_dict
 
     st = Store(store)
@@ -66,8 +65,7 @@ def study_point(store: str, key: str, costs: str, calib: str, model: str, goal: 
     t0, was = time.perf_counter(), torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
-        ctx = context_from_folders(costs, calib, model, heldout, seq_len, seed, text, profile, part="tuning")
-        test_ctx = ctx.with_heldout(split_batches(ctx, text, "test", heldout, seq_len, seed))
+        ctx, test_ctx = study_contexts(costs, calib, model, heldout, seq_len, seed, text, profile, int(threads))
         rec = {"goal": goal, "solver": solver}
         try:
             res = tune_budget(ctx, costs, from_dict(scenario), solver, target, lo, hi, iters, time_limit, seed, method,
@@ -81,6 +79,36 @@ def study_point(store: str, key: str, costs: str, calib: str, model: str, goal: 
         torch.set_num_threads(was)
     rec["wall_s"] = time.perf_counter() - t0
     st.put(key, rec)
+
+
+#: The (tuning, test) contexts loaded in this process (a Ray worker runs several study points): the last one.
+_CONTEXTS: dict = {}
+
+
+def study_contexts(costs: str, calib: str, model: str, heldout: int, seq_len: int, seed: int, text: list[str] | None,
+                   profile: str | None, threads: int):
+    """The tuning-split :class:`Context` and its test-split twin of a study point, memoised per
+    process (the last inputs only): the points of a study that land on the same worker load the
+    model, costs and batches once. Safe to share: a point reads the context and fills only its
+    caches of values that do not depend on the point (Hessians, the float model's reference
+    outputs; computed with the same ``threads``, part of the key). Keyed by the inputs and the
+    folders' files (sizes, mtimes)."""
+    from .artifacts import folder_stamp
+    from .execute.pipeline import context_from_folders, split_batches
+
+    def stamp(p):  # a folder: its files; a file: its size and mtime; else the string as it is
+        q = Path(p)
+        if q.is_dir():
+            return str(q.resolve()), folder_stamp(q)
+        return (str(q.resolve()), q.stat().st_size, q.stat().st_mtime_ns) if q.is_file() else p
+
+    key = (stamp(costs), stamp(calib), stamp(model), heldout, seq_len, seed, None if text is None else tuple(map(stamp, text)),
+           None if profile is None else stamp(profile), threads)
+    if _CONTEXTS.get("key") != key:
+        _CONTEXTS.clear()
+        ctx = context_from_folders(costs, calib, model, heldout, seq_len, seed, text, profile, part="tuning")
+        _CONTEXTS.update(key=key, value=(ctx, ctx.with_heldout(split_batches(ctx, text, "test", heldout, seq_len, seed))))
+    return _CONTEXTS["value"]
 
 
 def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str], solvers: list[str], target: str, store: str | Path,
@@ -117,5 +145,8 @@ def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str
             jobs.append(Job(study_point, args | {"store": str(st.dir), "key": key, "goal": str(g), "scenario": scs[g].to_dict(),
                                                  "solver": s}, [key]))
     engine = ray if ray is not None else ("processes" if workers > 1 else None)
-    run_jobs(jobs, st, engine, workers, progress, "closed-loop study (goal x solver)")
+    try:
+        run_jobs(jobs, st, engine, workers, progress, "closed-loop study (goal x solver)")
+    finally:
+        _CONTEXTS.clear()  # serial: the points' context was loaded in this process; let it go
     return [st.get(j.keys[0]) for j in jobs]

@@ -5,12 +5,13 @@ kept points, recomputing only the missing ones, with the same result."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
 
 from halo_opt.cli import main
-from halo_opt.distributed import Job, Store, run_jobs
+from halo_opt.distributed import LAST_RUN, THREAD_ENV, Job, Store, _environ, probe, run_jobs
 from halo_opt.errors import UserError
 from halo_opt.paths import formulations_dir
 from halo_opt.solve.synthetic import write_costs
@@ -24,10 +25,29 @@ def costs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    with _environ(THREAD_ENV):  # as run_jobs starts it (one instance for the module's tests)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield ray
     ray.shutdown()
+
+
+def test_local_ray_started_by_run_jobs_has_single_threaded_workers_and_restores_the_environment(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # the module's shared instance is up (tests run out of order): not this path
+        pytest.skip("Ray already initialised in this process")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    st = Store(tmp_path / "s")
+    st.open({"probe": 1})
+    run_jobs([Job(probe, {"store": str(st.dir), "key": f"w{i}"}, [f"w{i}"]) for i in range(2)], st, "local", 2, progress=False)
+    recs = [st.get(f"w{i}") for i in range(2)]
+    assert all(r["pid"] != os.getpid() for r in recs)
+    assert [(r["OMP_NUM_THREADS"], r["MKL_NUM_THREADS"], r["torch_threads"]) for r in recs] == [("1", "1", 1)] * 2
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "MKL_NUM_THREADS" not in os.environ  # the driver's, restored
+    assert not ray.is_initialized()  # started and stopped by run_jobs
+    assert LAST_RUN["engine"] == "local" and LAST_RUN["jobs"] == 2 and LAST_RUN["start_s"] > 0 and LAST_RUN["stop_s"] > 0
+    run_jobs([Job(probe, {"store": str(st.dir), "key": "w0"}, ["w0"])], st, "local", 2, progress=False)
+    assert LAST_RUN["jobs"] == 0 and LAST_RUN["start_s"] == 0  # all resumed: Ray not started
 
 
 def _pareto(costs, out, *extra):
@@ -70,6 +90,39 @@ def test_pareto_rerun_skips_finished_points_and_gives_the_same_front(costs, tmp_
     assert plans0 == plans1
     _pareto(costs, out, "--points", "4")  # another sweep in the same folder starts afresh
     assert len(list((out / "points").glob("[!_]*.json"))) == 8
+
+
+def test_chains_in_one_process_share_the_built_problem(costs, tmp_path, monkeypatch):
+    import numpy as np
+
+    import halo_opt.solve.build as build
+    import halo_opt.solve.pareto as pareto
+    from halo_opt.solve.scenario import load_scenario
+
+    sc = load_scenario(formulations_dir() / "energy.toml").to_dict()
+    monkeypatch.setattr(pareto, "_PROBLEMS", type(pareto._PROBLEMS)())
+    calls, real = [], build.build_problem
+    monkeypatch.setattr(build, "build_problem", lambda *a, **k: calls.append(1) or real(*a, **k))
+    st = Store(tmp_path / "s")
+    st.open({"memo": 1})
+    chain = dict(solver="greedy", param="budget", time_limit=5, seed=0, store=str(st.dir), costs=str(costs), scenario=sc)
+    pareto._chain(values=[0.01, 0.02], keys=["greedy-000", "greedy-001"], **chain)
+    pareto._chain(values=[0.05], keys=["greedy-002"], **chain)
+    assert len(calls) == 1  # the second chain reused the first one's problem
+    p = pareto.built_problem(costs, sc)
+    assert len(calls) == 1 and not p.err.flags.writeable  # kept read-only: a job cannot change the next one's problem
+    pareto.built_problem(costs, dict(sc, budget=0.5))
+    pareto.built_problem(costs, dict(sc, budget=0.6))
+    assert len(calls) == 3 and len(pareto._PROBLEMS) == pareto.PROBLEMS_KEPT
+    fresh = Store(tmp_path / "fresh")
+    fresh.open({"memo": 0})
+    pareto._chain(values=[0.01, 0.02], keys=["greedy-000", "greedy-001"], **chain | {"store": str(fresh.dir)},
+                  problem=real(costs, load_scenario(formulations_dir() / "energy.toml")))
+    for k in ("greedy-000", "greedy-001"):
+        a, b = st.get(k), fresh.get(k)
+        a["row"].pop("wall_s"), b["row"].pop("wall_s")
+        assert a["row"] == b["row"] and a["plan"] == b["plan"]
+    assert np.isfinite(st.get("greedy-002")["row"]["objective"])
 
 
 def test_sweep_refuses_ray_without_cost_folder(costs):
@@ -141,6 +194,22 @@ def test_closed_loop_study_serial_and_on_ray_are_identical_and_resume(folders, t
     monkeypatch.setattr(cl, "tune_budget", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = _study(folders, tmp_path / "serial")
     assert len(calls) == 1 and strip(again) == strip(serial)
+
+
+def test_study_points_in_one_process_share_the_loaded_context(folders, tmp_path, monkeypatch):
+    import halo_opt.closed_loop as cl
+    import halo_opt.execute.pipeline as pipeline
+
+    calls, real = [], pipeline.context_from_folders
+    monkeypatch.setattr(pipeline, "context_from_folders", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shared = _study(folders, tmp_path / "shared")
+    assert len(calls) == 1 and cl._CONTEXTS == {}  # one load for both points; released at the end
+    memo = cl.study_contexts
+    monkeypatch.setattr(cl, "study_contexts", lambda *a: cl._CONTEXTS.clear() or memo(*a))  # a fresh load per point
+    fresh = _study(folders, tmp_path / "fresh")
+    assert len(calls) == 3
+    strip = lambda rs: json.dumps([{k: v for k, v in r.items() if k != "wall_s"} for r in rs], sort_keys=True)
+    assert strip(shared) == strip(fresh)
 
 
 def _square(store: str, key: str, x: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,7 @@ def _chain(solver: str, param: str, values: list[float], keys: list[str], time_l
 
     st = Store(store)
     if problem is None:
-        from .build import build_problem
-        from .scenario import from_dict
-
-        problem = build_problem(costs, from_dict(scenario))
+        problem = built_problem(costs, scenario)
     p, hint = problem, None
     for val, key in zip(values, keys):
         if param == "budget":
@@ -109,6 +107,36 @@ def _chain(solver: str, param: str, values: list[float], keys: list[str], time_l
             if pl.file is None:  # no cost folder: keep the hint for a resumed chain
                 rec["assignment"] = {"counts": r.assignment.counts.tolist(), "level": r.assignment.level.tolist()}
         st.put(key, rec)
+
+
+#: Problems built in this process (a Ray worker runs several chains of one sweep), newest last.
+_PROBLEMS: OrderedDict = OrderedDict()
+PROBLEMS_KEPT = 2
+
+
+def built_problem(costs: str | Path, scenario: dict) -> Problem:
+    """``build_problem(costs, from_dict(scenario))``, memoised per process (at most
+    :data:`PROBLEMS_KEPT`): the chains of a sweep that land on the same worker build it once. Keyed by
+    the cost folder (path, ``meta.json`` SHA-256, its files' sizes and mtimes) and the scenario; the
+    kept problem's arrays are read-only, so a job cannot change what the next one gets."""
+    import json
+
+    from ..artifacts import folder_stamp
+    from .build import build_problem
+    from .scenario import from_dict
+
+    key = (str(Path(costs).resolve()), _sha(costs), folder_stamp(costs), json.dumps(scenario, sort_keys=True, default=str))
+    p = _PROBLEMS.get(key)
+    if p is None:
+        p = build_problem(costs, from_dict(scenario))
+        for v in vars(p).values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+        _PROBLEMS[key] = p
+        while len(_PROBLEMS) > PROBLEMS_KEPT:
+            _PROBLEMS.popitem(last=False)
+    _PROBLEMS.move_to_end(key)
+    return p
 
 
 def _assignment(d: dict):
