@@ -10,14 +10,24 @@ with a plain GPTQ loop (uniform 4-bit, per-row min-max scale) on the same layers
 H. Per stage: wall time, peak GPU memory (``max_memory_allocated``), peak host RSS (sampled
 every 20 ms) and disk. ``--stages calib,costs`` stops after the cost tables (13B).
 
-``sweep``: a Pareto sweep of the synthetic ``llama2-7b`` cost folder (395k tiles) on a local Ray
-instance with ``--workers`` CPUs (one single-threaded worker each), ``--chunks`` chains.
-``study``: the MiniLM closed-loop study (:func:`halo_opt.closed_loop.tune_study`) likewise.
+``sweep``: an energy-goal Pareto sweep (lagrange) of the synthetic ``llama2-7b`` cost folder
+(395k tiles), ``--points`` budgets in ``--chunks`` warm-started chains, serially (``--ray serial``)
+or on a local Ray instance with ``--workers`` CPUs (one single-threaded worker each).
+``study``: the MiniLM closed-loop study (:func:`halo_opt.closed_loop.tune_study`) likewise: by
+default 8 goals (performance, energy, balanced and the balanced goal at five latency weights,
+written to ``<out>/goals``) x 2 solvers (lagrange, greedy) = 16 points, each a 3-step bisection
+(5 probes) on 8 held-out sequences. One invocation = one engine and worker count: it prints one
+JSON record (wall time; Ray's start, the jobs' span and Ray's shutdown; the sum of the points'
+own times; cores and load before/after). The data (the sweep's synthetic cost folder, the study's
+MiniLM calibration and cost tables) are built once per ``--out``, outside the timed part
+(``prep_s``); a run's store of points is cleared first, so every run measures from scratch.
+Set ``OMP_NUM_THREADS=1`` for a serial run (Ray workers get it anyway).
 
     python benchmarks/bench_scale.py e2e --shape 7b --device cuda --out runs/scale7b
     python benchmarks/bench_scale.py e2e --shape 13b --device cuda --stages calib,costs --out runs/scale13b
-    python benchmarks/bench_scale.py sweep --workers 8 --out runs/sweep
-    python benchmarks/bench_scale.py study --workers 8 --out runs/study
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py sweep --points 40 --chunks 40 --workers 8 --out runs/sweep  # scale.md §4.2
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py study --workers 8 --out runs/study
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py sweep --points 8 --chunks 2 --ray serial --out /tmp/ovh
     python benchmarks/bench_scale.py e2e --shape tiny --out /tmp/t      # CPU smoke of the same code
 """
 
@@ -212,10 +222,18 @@ def e2e(a) -> dict:
 
 
 def _env() -> dict:
-    import ray
+    try:
+        import ray
 
+        ray_version = ray.__version__
+    except ImportError:
+        ray_version = None
     return {"cores": os.cpu_count(), "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-            "ray": ray.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "ray": ray_version, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def _engine(a) -> str:
+    return a.ray or ("processes" if a.workers > 1 else "serial")
 
 
 def _ray_times() -> dict:
@@ -255,10 +273,28 @@ def sweep(a) -> dict:
                       scenario=sc.to_dict(), chunks=a.chunks, ray=a.ray, store=store, progress=True)
     t2 = time.perf_counter()
     return {"what": "pareto sweep", "model": a.model, "goal": a.goal, "tiles": p.n_tiles, "points": len(df), "solvers": a.solvers,
-            "chunks": a.chunks, "engine": a.ray or "serial", "workers": a.workers, "prep_s": prep, "budgets_s": t1 - t0,
+            "chunks": a.chunks, "engine": _engine(a), "workers": a.workers, "prep_s": prep, "budgets_s": t1 - t0,
             "sweep_s": t2 - t1, "wall_s": t2 - t0, **_ray_times(), "sum_point_wall_s": float(df["wall_s"].sum()),
             "max_point_wall_s": float(df["wall_s"].max()), "objective_sum": float(df["objective"].sum()),
             "load_before": load0, "load": os.getloadavg(), **_env()}
+
+
+def study_goals(names: str, weights: str, folder: Path) -> list[str]:
+    """The shipped goals ``names``, then the balanced goal with each latency weight of ``weights``
+    (energy weight 1), written as scenario files ``balanced_lat<w>.toml`` in ``folder``."""
+    from halo_opt.paths import formulations_dir
+
+    goals = [g for g in names.split(",") if g]
+    src = (formulations_dir() / "balanced.toml").read_text()
+    old = "weights = { latency = 1.0, energy = 1.0 }"
+    assert old in src and 'name = "balanced"' in src, "formulations/balanced.toml changed: update study_goals"
+    for w in filter(None, weights.split(",")):
+        name = f"balanced_lat{w}".replace(".", "p")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.toml").write_text(src.replace('name = "balanced"', f'name = "{name}"')
+                                             .replace(old, f"weights = {{ latency = {float(w)!r}, energy = 1.0 }}"))
+        goals.append(str(folder / f"{name}.toml"))
+    return goals
 
 
 def study(a) -> dict:
@@ -280,12 +316,14 @@ def study(a) -> dict:
                   fisher=False, progress=False)
         build_costs(calib, prof, costs, "tpu_like", (64, 64), model=ad, device=a.device, progress=False)
     prep = time.perf_counter() - t0
+    goals = study_goals(a.goals, a.weights, a.out / "goals")
     t0 = time.perf_counter()
-    recs = tune_study(costs, calib, "minilm", a.goals.split(","), a.solvers.split(","), a.target, store,
+    recs = tune_study(costs, calib, "minilm", goals, a.solvers.split(","), a.target, store,
                       0.0, a.budget_max, a.iters, 20, heldout=a.heldout, seq_len=128, profile=str(prof), ray=a.ray, workers=a.workers)
     wall = time.perf_counter() - t0
-    return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": a.goals, "solvers": a.solvers, "target": a.target,
-            "budget_max": a.budget_max, "iters": a.iters, "heldout": a.heldout, "engine": a.ray or "serial", "workers": a.workers,
+    return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": [Path(g).stem for g in goals], "solvers": a.solvers,
+            "target": a.target,
+            "budget_max": a.budget_max, "iters": a.iters, "heldout": a.heldout, "engine": _engine(a), "workers": a.workers,
             "prep_s": prep, "wall_s": wall, **_ray_times(), "sum_point_wall_s": sum(r["wall_s"] for r in recs),
             "max_point_wall_s": max(r["wall_s"] for r in recs), "budgets": [r.get("budget") for r in recs],
             "notes": sum("note" in r for r in recs), "load_before": load0, "load": os.getloadavg(), **_env()}
@@ -305,19 +343,25 @@ def main() -> None:
     ap.add_argument("--group-gb", type=float, default=2.0, help="float64 Hessian sums held per calibration pass (>= one layer)")
     ap.add_argument("--model", default="llama2-7b", help="sweep: synthetic cost model")
     ap.add_argument("--goal", default="energy")
-    ap.add_argument("--goals", default="performance,energy,balanced,baseline_int4,baseline_int8")
-    ap.add_argument("--solvers", default="lagrange")
-    ap.add_argument("--target", default="cosine>=0.99")
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--goals", default="performance,energy,balanced", help="study: shipped scenarios")
+    ap.add_argument("--weights", default="0.125,0.25,0.5,2,4",
+                    help="study: also the balanced goal with these latency weights (energy 1): 8 goals with the defaults")
+    ap.add_argument("--solvers", default=None,
+                    help="sweep: lagrange; study: lagrange,greedy (deterministic and of even cost: cpsat, milp and relax "
+                         "take 3-20x longer on the energy and balanced goals)")
+    ap.add_argument("--target", default="cosine>=0.95", help="study: met at a budget inside [0, --budget-max]")
+    ap.add_argument("--iters", type=int, default=3, help="study: bisection steps (5 probes with the defaults)")
     ap.add_argument("--heldout", type=int, default=8)
     ap.add_argument("--budget-max", type=float, default=0.05, help="study: the bisection's upper budget")
-    ap.add_argument("--points", type=int, default=24)
-    ap.add_argument("--chunks", type=int, default=24)
+    ap.add_argument("--points", type=int, default=40, help="sweep: budgets")
+    ap.add_argument("--chunks", type=int, default=40, help="sweep: warm-started chains (jobs); a multiple of --workers")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--ray", default="local")
+    ap.add_argument("--ray", default="local", help="local | serial | auto | a Ray address")
     a = ap.parse_args()
     if a.ray in ("none", "serial"):
         a.ray = None
+    if a.solvers is None:
+        a.solvers = "lagrange,greedy" if a.what == "study" else "lagrange"
     res = {"e2e": e2e, "sweep": sweep, "study": study}[a.what](a)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = json.dumps(res, indent=1, default=str)
