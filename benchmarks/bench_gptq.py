@@ -145,19 +145,6 @@ def vs_plain(shapes, device: str, blocksize: int, seed: int, exact_search: bool,
     return pd.DataFrame(rows)
 
 
-def _cuda_lut_workaround() -> None:
-    """halo_opt.quantize._nearest_lut builds its probe points on the CPU, so it fails for CUDA codes
-    (reported to its owner); build the table on the CPU — the caller moves it to the device."""
-    import halo_opt.quantize as hq
-
-    f = getattr(hq, "_nearest_lut", None)
-    if f is not None and not getattr(f, "_cpu_wrapped", False):
-        def lut(c, _f=f):
-            return _f(c.cpu())
-        lut._cpu_wrapped = True
-        hq._nearest_lut = lut
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minilm", action="store_true", help="all planned MiniLM layers")
@@ -173,8 +160,6 @@ def main() -> None:
     ap.add_argument("--one-codebook", action="store_true", help="with --vs-plain: every tile on int8 (one group per column)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    if a.device == "cuda":
-        _cuda_lut_workaround()
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {a.threads}, device {a.device}"
           + (f" ({torch.cuda.get_device_name()})" if a.device == "cuda" else ""))
     if a.vs_plain:
