@@ -8,7 +8,9 @@ performance scenario at ε = 1 %) → execute: RTN on every layer per plan, and 
 block (full H recomputed from the calibration tokens, :func:`recompute_hessians`) side by side
 with a plain GPTQ loop (uniform 4-bit, per-row min-max scale) on the same layers and the same
 H. Per stage: wall time, peak GPU memory (``max_memory_allocated``), peak host RSS (sampled
-every 20 ms) and disk. ``--stages calib,costs`` stops after the cost tables (13B).
+every 20 ms) and disk, each printed as it is known. ``--stages calib,costs`` stops after the cost
+tables (13B); ``--stages costs`` reuses the finished calibration in ``--out`` (the model is rebuilt
+from the same seed) and measures the cost tables alone.
 
 ``sweep``: an energy-goal Pareto sweep (lagrange) of the synthetic ``llama2-7b`` cost folder
 (395k tiles), ``--points`` budgets in ``--chunks`` warm-started chains, serially (``--ray serial``)
@@ -163,8 +165,14 @@ def e2e(a) -> dict:
 
     out, dev = a.out, a.device
     stages = a.stages.split(",")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    if "calib" in stages:
+        shutil.rmtree(out, ignore_errors=True)
+    elif (out / "calib" / "meta.json").is_file():   # reuse a finished calibration of this --out (same model: seed 0)
+        shutil.rmtree(out / "costs", ignore_errors=True)
+        (out / "plan.json").unlink(missing_ok=True)
+    else:
+        raise SystemExit(f"{out / 'calib'} holds no finished calibration to reuse: include 'calib' in --stages")
+    out.mkdir(parents=True, exist_ok=True)
     res = {"shape": a.shape, "device": dev, "gpu": torch.cuda.get_device_name() if dev.startswith("cuda") else None,
            "host": platform.node(), "cores": os.cpu_count(), "torch": torch.__version__, "tokens": a.sequences * a.seq_len}
     with Stage("build model (random fp16, in memory)", dev):
@@ -178,14 +186,17 @@ def e2e(a) -> dict:
     kmax = max(l.in_features for l in ad.linears)
     res["one_layer_full_H_gb"] = 8 * kmax ** 2 / 2**30
     res["all_full_H_gb"] = sum(8 * l.in_features ** 2 for l in ad.linears) / 2**30
-    with Stage("calibrate (blocks, float32, width 128)", dev):
-        calibrate(ad, tb, out / "calib", device=dev, batch_size=a.batch, layout="blocks", block=128, fisher=False,
-                  max_hessian_bytes=max(int(a.group_gb * 2**30), 8 * kmax ** 2), progress=False)
+    if "calib" in stages:
+        with Stage("calibrate (blocks, float32, width 128)", dev):
+            calibrate(ad, tb, out / "calib", device=dev, batch_size=a.batch, layout="blocks", block=128, fisher=False,
+                      max_hessian_bytes=max(int(a.group_gb * 2**30), 8 * kmax ** 2), progress=False)
     res["disk_calib_gb"] = du(out / "calib") / 2**30
+    print(json.dumps({"disk_calib_gb": res["disk_calib_gb"]}), flush=True)
     prof = data_dir() / "profiles" / "int8_signed_array_builtin"
     with Stage("cost tables (tile 128, 19 codebooks)", dev):
         build_costs(out / "calib", prof, out / "costs", "tpu_like", (128, 128), model=ad, device=dev, progress=False)
     res["disk_costs_gb"] = du(out / "costs") / 2**30
+    print(json.dumps({"disk_costs_gb": res["disk_costs_gb"]}), flush=True)
     if "plan" in stages:
         with Stage("plan (lagrange, performance, eps 1%)", "cpu"):
             sc = load_scenario(formulations_dir() / "performance.toml").with_overrides(budget=0.01)
