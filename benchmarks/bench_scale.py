@@ -10,7 +10,8 @@ with a plain GPTQ loop (uniform 4-bit, per-row min-max scale) on the same layers
 H. Per stage: wall time, peak GPU memory (``max_memory_allocated``), peak host RSS (sampled
 every 20 ms) and disk, each printed as it is known. ``--stages calib,costs`` stops after the cost
 tables (13B); ``--stages costs`` reuses the finished calibration in ``--out`` (the model is rebuilt
-from the same seed) and measures the cost tables alone.
+from the same seed; the cost stage checks its SHA-256 against the calibration's) and measures the
+cost tables alone.
 
 ``sweep``: an energy-goal Pareto sweep (lagrange) of the synthetic ``llama2-7b`` cost folder
 (395k tiles), ``--points`` budgets in ``--chunks`` warm-started chains, serially (``--ray serial``)
