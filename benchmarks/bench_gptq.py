@@ -105,9 +105,6 @@ def _timed(fn, device: str):
 
 def vs_plain(shapes, device: str, blocksize: int, seed: int, exact_search: bool, old: bool, one_codebook: bool) -> pd.DataFrame:
     """Per layer: plain loop s, per-plan GPTQ s (new, and old with ``old``), ratios (float32, see module doc)."""
-    import sys
-    from pathlib import Path
-
     from bench_scale import plain_gptq
     from halo_opt.execute.apply import ScaleSearch
 
@@ -115,11 +112,8 @@ def vs_plain(shapes, device: str, blocksize: int, seed: int, exact_search: bool,
     kw = dict(blocksize=blocksize, dtype=torch.float32, scales=ScaleSearch(fast=not exact_search))
     codes = tile_codes(CODEBOOKS, device)
     methods["plan"] = lambda W, Hd, grid, tc: quantize_gptq("l", W, Hd, grid, tc, codes, **kw)
-    if old:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_exec_gptq import _reference_quantize_gptq
-
-        methods["old"] = lambda W, Hd, grid, tc: _reference_quantize_gptq("l", W, Hd, grid, tc, codes, **kw)
+    if old:   # the per-codebook-group loop the one-lookup sweep replaced
+        methods["old"] = lambda W, Hd, grid, tc: quantize_gptq("l", W, Hd, grid, tc, codes, lookup=False, **kw)
     rows, warm = [], False
     for i, (N, K) in enumerate(shapes):
         W, H = synthetic_layer(N, K, seed + i, device)

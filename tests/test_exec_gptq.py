@@ -1,4 +1,5 @@
-"""GPTQ per plan: the vectorised column sweep against the previous per-codebook-group loop, bit for bit.
+"""GPTQ per plan: the one-lookup column sweep against the per-codebook-group loop (``lookup=False``:
+the loop the sweep replaced, kept for "mx" and wide FP codebooks), bit for bit.
 
 Random layers (1..40 rows, 1..40 columns; FP cases up to 72), ragged row and column blocks, 1..8
 integer codebooks per layer (one code {0}, sparse odd codes without 0, the full 8-bit grid, gaps,
@@ -16,92 +17,10 @@ import pandas as pd
 import torch
 from hypothesis import given, settings, strategies as st
 
-from halo_opt.errors import UserError
-from halo_opt.execute.apply import QuantLayer, ScaleSearch, TileGrid, is_mx, scale_layout, tile_codes
+from halo_opt.execute.apply import QuantLayer, ScaleSearch, TileGrid, tile_codes
 from halo_opt.execute.gptq import quantize_gptq
 from halo_opt.formats import get_format
-from halo_opt.quantize import MX_BLOCK, Grid
-
-
-# ---- oracle: halo_opt/execute/gptq.py::quantize_gptq before the vectorised sweep (commit f4f264c), verbatim ----
-def _reference_quantize_gptq(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, tile_codebook: list[str],
-                             codes: dict[str, torch.Tensor], blocksize: int = 128, dtype: torch.dtype | None = None,
-                             scales: ScaleSearch = ScaleSearch()) -> QuantLayer:
-    """GPTQ-quantize one layer per plan.
-
-    ``W`` [N, K]; ``H`` [K, K] *damped* Hessian (must be positive definite); ``tile_codebook[g]``
-    the plan's codebook name for global tile g; ``codes`` name -> code tensor. ``dtype``: working
-    precision (default float64 on CPU, float32 on CUDA, as GPTQ).
-    """
-    from halo_opt.quantize import quantize_to_codes, quantize_to_grid
-
-    dev = W.device
-    dtype = dtype or (torch.float32 if dev.type == "cuda" else torch.float64)
-    W = W.to(dtype).clone()
-    H = H.to(dev, dtype).clone()
-    N, K = W.shape
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    try:
-        L = torch.linalg.cholesky(H)
-        # H⁻¹ via cholesky_solve: cholesky_inverse (LAPACK potri) can be 50x slower under OpenMP contention
-        U = torch.linalg.cholesky(torch.cholesky_solve(torch.eye(K, dtype=dtype, device=dev), L), upper=True)
-    except torch.linalg.LinAlgError:
-        raise UserError(f"Hessian of layer '{name}' is not positive definite after damping; "
-                        "recalibrate with more tokens or a larger damping (--damp)") from None
-    q = torch.empty(N, K, dtype=torch.int16, device=dev)
-    edges, sgroups = scale_layout(grid, tile_codebook, codes)
-    fp = any(isinstance(codes[tile_codebook[t]], Grid) for t in grid.tile.ravel())
-    V = torch.empty(N, K, dtype=torch.float32, device=dev) if fp else None
-    S = torch.empty(N, len(grid.col_edges) - 1 if edges is None else len(edges) - 1, dtype=torch.float64, device=dev)
-    for j, (c0, c1) in enumerate(zip(grid.col_edges, grid.col_edges[1:])):
-        s = torch.empty(N, dtype=dtype, device=dev)
-        rows_of: dict[str, list[torch.Tensor]] = {}
-        for i, (r0, r1) in enumerate(zip(grid.row_edges, grid.row_edges[1:])):
-            rows_of.setdefault(tile_codebook[grid.tile[i, j]], []).append(torch.arange(r0, r1, device=dev))
-        groups = [(torch.cat(ix), codes[cb].to(dev, dtype)) for cb, ix in rows_of.items()]
-        for ix, c in groups:  # a row's scale depends only on that row: one search per (block, codebook), as RTN
-            if not is_mx(c):  # mx tiles: scales fixed per 32-column group below
-                s[ix] = scales(W[ix, c0:c1], H[c0:c1, c0:c1], c).to(dtype).reshape(-1)
-        mx = [(ix, c) for ix, c in groups if is_mx(c)]
-        S[:, sgroups[j][0]:sgroups[j][-1] + 1] = s.double()[:, None]
-        step = max(MX_BLOCK, blocksize // MX_BLOCK * MX_BLOCK) if mx else blocksize
-        for i1 in range(c0, c1, step):
-            i2 = min(i1 + step, c1)
-            W1 = W[:, i1:i2].clone()
-            Q1 = torch.empty(N, i2 - i1, dtype=dtype, device=dev)
-            C1 = torch.empty(N, i2 - i1, dtype=torch.int64, device=dev) if fp else None
-            E1 = torch.empty_like(Q1)
-            U1 = U[i1:i2, i1:i2]
-            for i in range(i2 - i1):
-                col = i1 + i
-                if mx and (col - c0) % MX_BLOCK == 0:                    # entering a 32-column scale group
-                    b = min(MX_BLOCK, c1 - col)
-                    for ix, c in mx:
-                        sb = scales.block(W1[ix, i:i + b], H[col:col + b, col:col + b], c)[:, 0]
-                        s[ix] = sb.to(dtype)
-                        S[ix, sgroups[j][0] + (col - c0) // MX_BLOCK] = sb.double()
-                w = W1[:, i]
-                qv = torch.empty_like(w)
-                for ix, c in groups:
-                    if isinstance(c, Grid):
-                        cq, vq, _ = quantize_to_grid(w[ix, None], s[ix, None], c)
-                        qv[ix], C1[ix, i] = vq[:, 0].to(dtype), cq[:, 0]
-                    else:
-                        qv[ix] = quantize_to_codes(w[ix, None], s[ix, None], c)[0][:, 0].to(dtype)
-                        if C1 is not None:
-                            C1[ix, i] = qv[ix].round().long()
-                err = (w - qv * s) / U1[i, i]
-                W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
-                Q1[:, i] = qv
-                E1[:, i] = err
-            if fp:
-                q[:, i1:i2] = C1.to(torch.int16)
-                V[:, i1:i2] = Q1.to(torch.float32)
-            else:
-                q[:, i1:i2] = Q1.round().to(torch.int16)
-            W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return QuantLayer(name, q, S, grid, V, edges)
+from halo_opt.quantize import MX_BLOCK
 
 
 # ---- cases ----
@@ -185,11 +104,11 @@ def _same(a: QuantLayer, b: QuantLayer) -> None:
 @given(st.integers(0, 2 ** 32))
 def test_integer_codebooks_bitwise_equal_to_the_group_loop(seed):
     W, H, grid, tc, codes, kw = _case(seed, fp=False)
-    _same(quantize_gptq("l", W, H, grid, tc, codes, **kw), _reference_quantize_gptq("l", W, H, grid, tc, codes, **kw))
+    _same(quantize_gptq("l", W, H, grid, tc, codes, **kw), quantize_gptq("l", W, H, grid, tc, codes, lookup=False, **kw))
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2 ** 32))
 def test_fp_and_mx_codebooks_bitwise_equal_to_the_group_loop(seed):
     W, H, grid, tc, codes, kw = _case(seed, fp=True)
-    _same(quantize_gptq("l", W, H, grid, tc, codes, **kw), _reference_quantize_gptq("l", W, H, grid, tc, codes, **kw))
+    _same(quantize_gptq("l", W, H, grid, tc, codes, **kw), quantize_gptq("l", W, H, grid, tc, codes, lookup=False, **kw))

@@ -39,12 +39,14 @@ from .apply import QuantLayer, ScaleSearch, TileGrid, is_mx, scale_layout
 
 def quantize_gptq(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, tile_codebook: list[str],
                   codes: dict[str, torch.Tensor], blocksize: int = 128, dtype: torch.dtype | None = None,
-                  scales: ScaleSearch = ScaleSearch()) -> QuantLayer:
+                  scales: ScaleSearch = ScaleSearch(), lookup: bool = True) -> QuantLayer:
     """GPTQ-quantize one layer per plan.
 
     ``W`` [N, K]; ``H`` [K, K] *damped* Hessian (must be positive definite); ``tile_codebook[g]``
     the plan's codebook name for global tile g; ``codes`` name -> code tensor. ``dtype``: working
-    precision (default float64 on CPU, float32 on CUDA, as GPTQ).
+    precision (default float64 on CPU, float32 on CUDA, as GPTQ). ``lookup=False`` sends every column
+    block through the per-group path (the same result, bit for bit; the reference the tests and
+    ``benchmarks/bench_gptq.py --old`` hold the one-lookup sweep against).
     """
     dev = W.device
     dtype = dtype or (torch.float32 if dev.type == "cuda" else torch.float64)
@@ -78,7 +80,7 @@ def quantize_gptq(name: str, W: torch.Tensor, H: torch.Tensor, grid: TileGrid, t
         mx = [(ix, c) for ix, c in groups if is_mx(c)]
         S[:, sgroups[j][0]:sgroups[j][-1] + 1] = s.double()[:, None]
         tabs = [books[cb] for cb in rows_of]
-        table = None if None in tabs else _row_table([ix for ix, _ in groups], tabs, s, fp)
+        table = _row_table([ix for ix, _ in groups], tabs, s, fp) if lookup and None not in tabs else None
         step = max(MX_BLOCK, blocksize // MX_BLOCK * MX_BLOCK) if mx else blocksize
         for i1 in range(c0, c1, step):
             i2 = min(i1 + step, c1)
