@@ -19,7 +19,9 @@ or on a local Ray instance with ``--workers`` CPUs (one single-threaded worker e
 ``study``: the MiniLM closed-loop study (:func:`halo_opt.closed_loop.tune_study`) likewise: by
 default 8 goals (performance, energy, balanced and the balanced goal at five latency weights,
 written to ``<out>/goals``) x 2 solvers (lagrange, greedy) = 16 points, each a 3-step bisection
-(5 probes) on 8 held-out sequences. One invocation = one engine and worker count: it prints one
+(5 probes) on 8 held-out sequences; its cost tables keep their chosen scales (``save_scales``), so RTN
+searches none (``--search-scales``: tables without them, every worker searching its own, as before
+2026-12-07). One invocation = one engine and worker count: it prints one
 JSON record (wall time; Ray's start, the jobs' span and Ray's shutdown; the sum of the points'
 own times; cores and load before/after). The data (the sweep's synthetic cost folder, the study's
 MiniLM calibration and cost tables) are built once per ``--out``, outside the timed part
@@ -317,16 +319,19 @@ def study(a) -> dict:
     from halo_opt.costs import build_costs
     from halo_opt.paths import data_dir
 
-    calib, costs, store = a.out / "calib", a.out / "costs", a.out / f"points-{a.ray or 'serial'}-{a.workers}"
+    tag = "search" if a.search_scales else "saved"
+    calib, costs, store = a.out / "calib", a.out / f"costs-{tag}", a.out / f"points-{a.ray or 'serial'}-{a.workers}-{tag}"
     shutil.rmtree(store, ignore_errors=True)  # measure from scratch (a kept store would resume)
     prof = data_dir() / "profiles" / "int8_signed_array_builtin"
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     if not (costs / "meta.json").is_file():
         ad = load_model("minilm")
-        calibrate(ad, calibration_batch(ad.tokenizer, None, 64, 128, 0, max_length=ad.max_length), calib, device=a.device,
-                  fisher=False, progress=False)
-        build_costs(calib, prof, costs, "tpu_like", (64, 64), model=ad, device=a.device, progress=False)
+        if not (calib / "meta.json").is_file():
+            calibrate(ad, calibration_batch(ad.tokenizer, None, 64, 128, 0, max_length=ad.max_length), calib, device=a.device,
+                      fisher=False, progress=False)
+        build_costs(calib, prof, costs, "tpu_like", (64, 64), model=ad, device=a.device, progress=False,
+                    save_scales=not a.search_scales)
     prep = time.perf_counter() - t0
     goals = study_goals(a.goals, a.weights, a.out / "goals")
     t0 = time.perf_counter()
@@ -336,7 +341,8 @@ def study(a) -> dict:
     return {"what": "MiniLM closed-loop study", "points": len(recs), "goals": [Path(g).stem for g in goals], "solvers": a.solvers,
             "target": a.target,
             "budget_max": a.budget_max, "iters": a.iters, "heldout": a.heldout, "engine": _engine(a), "workers": a.workers,
-            "prep_s": prep, "wall_s": wall, **_ray_times(), "sum_point_wall_s": sum(r["wall_s"] for r in recs),
+            "rtn_scales": "searched per process" if a.search_scales else "the cost stage's (scales.safetensors)",
+            "context_s": [r.get("context_s") for r in recs], "prep_s": prep, "wall_s": wall, **_ray_times(), "sum_point_wall_s": sum(r["wall_s"] for r in recs),
             "max_point_wall_s": max(r["wall_s"] for r in recs), "budgets": [r.get("budget") for r in recs],
             "notes": sum("note" in r for r in recs), "load_before": load0, "load": os.getloadavg(), **_env()}
 
@@ -364,6 +370,8 @@ def main() -> None:
     ap.add_argument("--target", default="cosine>=0.95", help="study: met at a budget inside [0, --budget-max]")
     ap.add_argument("--iters", type=int, default=3, help="study: bisection steps (5 probes with the defaults)")
     ap.add_argument("--heldout", type=int, default=8)
+    ap.add_argument("--search-scales", action="store_true",
+                    help="study: cost tables without their chosen scales, so RTN searches them in every worker (as before)")
     ap.add_argument("--budget-max", type=float, default=0.05, help="study: the bisection's upper budget")
     ap.add_argument("--points", type=int, default=40, help="sweep: budgets")
     ap.add_argument("--chunks", type=int, default=40, help="sweep: warm-started chains (jobs); a multiple of --workers")

@@ -117,7 +117,7 @@ def main() -> None:
         from halo_opt.accelerators import Workload
 
         build_costs(calib, a.profile, both, a.accelerator, tile=(a.tile, a.tile), workload=Workload("prefill", a.batch, a.seq_len),
-                    model=ad, progress=False, clock_basis=a.clock_basis)
+                    model=ad, progress=False, clock_basis=a.clock_basis, save_scales=True)
     if not (costs / "meta.json").is_file():
         with_error_model(both, costs, a.error_model)
     t_prep = time.perf_counter() - t0

@@ -24,6 +24,9 @@ FORMAT_VERSION = 1
 BASELINE_CODEBOOK = "full"
 TABLES = {"layers": ["layer", "order", "tr_WHW"], "tiles": ["tile", "layer", "row0", "row1", "col0", "col1", "macs"],
           "errors": ["tile"], "latency": ["layer", "level", "seconds"]}
+#: optional: the cost stage's chosen row scales, per layer ``[C, N_out, n_col_blocks]`` float64
+#: (codebooks in ``codebooks.json`` order, column blocks of the tile width; NaN for ``mx`` codebooks)
+SCALES_FILE = "scales.safetensors"
 
 
 class Switch(BaseModel):
@@ -151,6 +154,21 @@ def load_costs(path: str | Path) -> CostTables:
         _check(not miss, f"tile_latency.parquet in {d} lacks columns {miss}; regenerate the costs with `halo-opt costs`")
     return CostTables(d, raw_meta, sha256_file(d / "meta.json"), t["layers"], tiles, errors, t["latency"], books,
                       [x.model_dump() for x in lv.levels], lv.compat, tl)
+
+
+def load_layer_scales(path: str | Path, layer: str):
+    """The cost stage's chosen scales of ``layer`` (numpy ``[C, N_out, n_col_blocks]``) from
+    :data:`SCALES_FILE`, or None when the folder keeps none (``build_costs(save_scales=False)``)."""
+    f = Path(path) / SCALES_FILE
+    if not f.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(f), "np") as st:
+            return st.get_tensor(layer) if layer in st.keys() else None
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{f} is unreadable ({e}); delete it or rebuild the costs with `halo-opt costs --save-scales`") from None
 
 
 def save_costs(path: str | Path, meta: dict, layers: pd.DataFrame, tiles: pd.DataFrame, errors: pd.DataFrame,

@@ -55,7 +55,7 @@ import torch
 
 from .accelerators import Accelerator, LayerShape, Workload, load_accelerator
 from .artifacts import provenance, read_json, read_parquet, read_toml, sha256_file
-from .costfolder import load_costs, save_costs
+from .costfolder import SCALES_FILE, load_costs, save_costs
 from .calibration.hessian import DampingWarning, damped_blocks, load_calibration, load_hessian_blocks, load_row_terms
 from .calibration.models import ModelAdapter, load_model
 from .errors import UserError
@@ -417,7 +417,7 @@ def build_costs(calib_dir: str | Path, profile_dir: str | Path | Sequence[str | 
     if save_scales:
         from safetensors.torch import save as save_tensors
 
-        extra_files["scales.safetensors"] = save_tensors(scales)
+        extra_files[SCALES_FILE] = save_tensors(scales)
     save_costs(out, meta, pd.DataFrame(rows_l), pd.DataFrame(rows_t), errors, pd.DataFrame(lat),
                books, levels["levels"], levels["compat"],
                codebooks_meta={"source": str(cb_path)} | ({"sources": [r["codebooks"] for r in precs]} if len(precs) > 1 else {}),
@@ -449,7 +449,7 @@ def with_error_model(src: str | Path, dst: str | Path, model: str) -> Path:
     layers = c.layers.assign(tr_WHW=c.layers[f"tr_WHW_{model}"]) if f"tr_WHW_{model}" in c.layers else c.layers
     units = meta.get("error_units") if model == meta.get("error_model") else (
         ERROR_UNITS["local"] if model == "local" else ERROR_UNITS[(meta.get("fisher") or {}).get("loss", "local")])
-    files = {n: (src / n).read_bytes() for n in ("scales.safetensors",) if (src / n).is_file()}
+    files = {n: (src / n).read_bytes() for n in (SCALES_FILE,) if (src / n).is_file()}
     return save_costs(dst, meta | {"error_model": model, "error_units": units,
                                    "normaliser": meta.get("normalisers", {}).get(model, meta["normaliser"])},
                       layers, c.tiles, errors, c.latency, c.codebooks, c.levels, c.compat,

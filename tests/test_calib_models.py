@@ -113,6 +113,19 @@ def test_stdlib_split_is_disjoint_and_seeded(minilm):
     assert not torch.equal(calibration_batch(minilm.tokenizer, None, 8, 64, seed=1).input_ids, tb.input_ids)
 
 
+def test_stdlib_file_list_equals_a_full_recursive_glob():
+    """The pruned walk lists what filtering a full ``rglob`` gives, in the same order (the oracle)."""
+    import sysconfig
+    from pathlib import Path
+
+    from halo_opt.calibration import text
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    want = [(".".join(p.relative_to(root).with_suffix("").parts), p) for p in sorted(root.rglob("*.py"))
+            if not text._SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_")]
+    assert list(text._stdlib_files.__wrapped__()) == want and len(want) > 100
+
+
 def test_mean_pool_weights_only_unmasked():
     h = torch.arange(12.0).reshape(1, 3, 4)
     assert torch.equal(mean_pool(h, torch.tensor([[1, 1, 0]])), h[0, :2].mean(0, keepdim=True))

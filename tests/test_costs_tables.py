@@ -213,7 +213,8 @@ def test_cli_calibrate_and_costs_on_tiny_causal_lm(tmp_path, kind, capsys):
     main(["calibrate", "--model", str(folder), "--text", str(tmp_path / "t.txt"), "--sequences", "4", "--seq-len", "16",
           "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "calib")])
     main(["costs", "--calib", str(tmp_path / "calib"), "--profile", str(prof), "--accelerator", "gpu_like", "--tile", "16",
-          "--workload", "decode", "--no-progress", "--out", str(tmp_path / "costs")])
+          "--workload", "decode", "--no-progress", "--out", str(tmp_path / "costs")] + (["--save-scales"] if kind == "opt" else []))
+    assert (tmp_path / "costs/scales.safetensors").is_file() == (kind == "opt")   # kept only when asked
     layers = pd.read_parquet(tmp_path / "costs/layers.parquet")
     errors = pd.read_parquet(tmp_path / "costs/errors.parquet")
     lat = pd.read_parquet(tmp_path / "costs/latency.parquet")

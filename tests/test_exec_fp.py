@@ -225,3 +225,61 @@ def test_anchored_clock_basis_scales_each_profile_to_its_own_full(mixed, tmp_pat
     assert b.codebooks["fp4_e2m1:full"]["delay_ps"] == pytest.approx(fi) and b.meta["clock_basis"] == "anchored"
     assert b.errors.equals(a.errors)                                   # the basis changes timing only
     assert b.compat["fp4_e2m1:full"] == b.compat["full"]
+
+
+@pytest.mark.parametrize("fp_scale,layout", [("mx", "full"), ("row", "full"), ("row", "blocks")])
+def test_saved_cost_scales_make_rtn_search_nothing_bit_for_bit(tmp_path, monkeypatch, fp_scale, layout):
+    """A cost folder built with ``save_scales=True``: RTN takes the cost stage's chosen scales
+    instead of searching (no ScaleSearch call) and gives the codes and scales of a searching RTN
+    bit for bit, per plan and with a memo kept across plans; INT, FP per-row and MX codebooks."""
+    import shutil
+
+    from halo_opt.execute.apply import ScaleMemo, ScaleSearch
+    from halo_opt.execute.pipeline import hessian_fns
+
+    ad = from_module(Wide(), two_layer_forward)
+    ids = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(3))
+    calibrate(ad, TokenBatch(ids, torch.ones_like(ids), {"seed": 3}), tmp_path / "calib", batch_size=4, progress=False,
+              layout=layout, block=64)
+    pi, pf = small_profile(tmp_path / "int4"), fp_profile(tmp_path / "fp4", "fp4_e2m1", FP4_BOOKS)
+    out = build_costs(tmp_path / "calib", [pi, pf], tmp_path / "costs", "tpu_like", (8, 64), Workload("prefill", 1, 16),
+                      model=ad, damp=0.01, progress=False, fp_scale=fp_scale, save_scales=True)
+    plain = shutil.copytree(out, tmp_path / "plain")
+    (plain / "scales.safetensors").unlink()
+    saved, searched = load_costs(out), load_costs(plain)
+    assert saved.has_scales and not searched.has_scales and saved.sha256 == searched.sha256
+    names = list(saved.codebooks)
+    plans = [_plan(out, lambda g, k=k: names[(g * (k + 2) + k) % len(names)]) for k in range(4)]
+    W = {l.name: l.weight().detach() for l in ad.linears}
+    H = hessian_fns(tmp_path / "calib", ad)[0]
+    calls = []
+    real = ScaleSearch.__call__
+    monkeypatch.setattr(ScaleSearch, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    memo = ScaleMemo()
+    for plan in plans:
+        calls.clear()
+        b = execute_plan(plan, searched, W, H, "rtn")
+        assert calls                                  # the plain folder searches
+        calls.clear()
+        for a in (execute_plan(plan, saved, W, H, "rtn"), execute_plan(plan, saved, W, H, "rtn", memo=memo)):
+            for n in a.layers:
+                assert torch.equal(a.layers[n].q, b.layers[n].q) and torch.equal(a.layers[n].scales, b.layers[n].scales)
+        assert not calls                              # the saved folder searches nothing
+    assert memo._d                                    # the kept memo holds the seeded scales
+
+
+def test_saved_cost_scales_of_another_shape_is_one_clear_error(tmp_path, mixed):
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    tmp, ad, out = mixed
+    bad = shutil.copytree(out, tmp_path / "bad")
+    save_file({"fc1": np.zeros((2, 96, 1)), "fc2": np.zeros((2, 40, 2))}, str(bad / "scales.safetensors"))
+    c = load_costs(bad)
+    names = list(c.codebooks)
+    W = {l.name: l.weight().detach() for l in ad.linears}
+    from halo_opt.execute.inputs import load_hessian
+
+    with pytest.raises(UserError, match="scales of shape .* for layer 'fc1'.*rebuild the costs"):
+        execute_plan(_plan(bad, lambda g: names[g % len(names)]), c, W, lambda n: load_hessian(tmp / "calib", n).H, "rtn")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -49,15 +50,14 @@ class Document:
 
 @lru_cache(maxsize=1)
 def _stdlib_files() -> tuple[tuple[str, Path], ...]:
-    """(module, path) of the standard library's modules (listed once per process: ~1.5 s)."""
+    """(module, path) of the standard library's modules, sorted by path (listed once per process;
+    the skipped folders are not entered: 10 ms instead of the 0.5-1.5 s of a full ``rglob``)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    out = []
-    for p in sorted(root.rglob("*.py")):
-        rel = p.relative_to(root)
-        if _SKIP_DIRS.intersection(rel.parts[:-1]) or rel.name.startswith("test_"):
-            continue
-        out.append((".".join(rel.with_suffix("").parts), p))
-    return tuple(out)
+    paths = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        paths += [Path(folder) / f for f in files if f.endswith(".py") and not f.startswith("test_")]
+    return tuple((".".join(p.relative_to(root).with_suffix("").parts), p) for p in sorted(paths))
 
 
 def _docstrings(path: Path) -> str:

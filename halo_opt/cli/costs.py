@@ -49,6 +49,9 @@ def costs_cmd(
     mx_rule: str = typer.Option("search", "--mx-rule", help="E8M0 scale choice: search (OCP rule ×{1,2,½}, least Hessian error) or ocp (the OCP rule)"),
     clock_basis: str = typer.Option("absolute", "--clock-basis", help="several --profile: absolute (each codebook's own ps) or "
                                     "anchored (each profile scaled to run its full grid at the first profile's nominal clock)"),
+    save_scales: bool = typer.Option(False, "--save-scales", help="also keep every layer's chosen scales (scales.safetensors, "
+                                     "float64, codebooks x output rows x column blocks): RTN then searches none (the closed loop, "
+                                     "Pareto execution); size 8 B x codebooks x params / tile width"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.
@@ -64,7 +67,7 @@ def costs_cmd(
         build_costs(calib, profile, out, accelerator, parse_tile(tile) if tile else None, named_workload(workload, batch, seq_len),
                     codebooks or None, damp=damp, voltage_law=voltage_law, n_grid=grid, fast=not exact_search, device=device,
                     progress=progress, error_model=error_model, fp_scale=fp_scale, mx_rule=mx_rule,
-                    clock_basis=clock_basis)
+                    clock_basis=clock_basis, save_scales=save_scales)
     for w in caught:
         if issubclass(w.category, DampingWarning):
             typer.echo(f"note: {w.message}", err=True)

@@ -53,6 +53,25 @@ class CostFolder:
         row = self.layers[self.layers["layer"] == layer]
         return float(row["damp"].iloc[0]) if "damp" in row and len(row) else 0.0
 
+    @property
+    def has_scales(self) -> bool:
+        """Whether the cost stage kept its chosen scales (``build_costs(save_scales=True)``)."""
+        from ..costfolder import SCALES_FILE
+
+        return (self.path / SCALES_FILE).is_file()
+
+    def scales(self, layer: str, n_out: int, n_col_blocks: int) -> np.ndarray:
+        """The cost stage's chosen row scales of ``layer`` (when :attr:`has_scales`): float64
+        ``[C, n_out, n_col_blocks]``, codebooks in :attr:`codebooks` order (NaN for ``mx`` codebooks)."""
+        from ..costfolder import SCALES_FILE, load_layer_scales
+
+        s = load_layer_scales(self.path, layer)
+        want = (len(self.codebooks), n_out, n_col_blocks)
+        require(s is not None and s.shape == want,
+                f"{self.path / SCALES_FILE} holds {'no scales' if s is None else f'scales of shape {s.shape}'} for layer '{layer}' "
+                f"(want {want}); delete the file or rebuild the costs with `halo-opt costs --save-scales`")
+        return s
+
 
 def load_costs(path: str | Path) -> CostFolder:
     """Load a cost folder through its one reader (:func:`halo_opt.costfolder.load_costs`), with the

@@ -73,11 +73,26 @@ def quantize_layers(weights: dict[str, torch.Tensor], hessian: Callable[[str], t
             if H.shape != (W.shape[1], W.shape[1]):
                 raise UserError(f"Hessian of '{name}' is {tuple(H.shape)} but the layer has {W.shape[1]} inputs; calibration is for another model")
             fn = quantize_gptq if method == "gptq" else quantize_rtn
-            kw = {"blocksize": blocksize} if method == "gptq" else {"memo": memo, "damp": d}
+            kw = {"blocksize": blocksize} if method == "gptq" else {"memo": _seeded(memo, costs, name, grid, tile_codebook, codes, d, search, W.device),
+                                                                    "damp": d}
             out[name] = fn(name, W, H, grid, tile_codebook, codes, scales=search, **kw)
             damps[name] = d
             bar.advance(what=name)
     return Execution(method, out, list(tile_codebook), {k: list(v) for k, v in codebooks.items()}, damps, time.perf_counter() - t0)
+
+
+def _seeded(memo: ScaleMemo | None, costs: CostFolder, name: str, grid: TileGrid, tile_codebook: list[str], codes: dict,
+            damp: float, search: ScaleSearch, device) -> ScaleMemo | None:
+    """RTN's scale memo for layer ``name``, holding the cost stage's chosen scales of the plan's
+    codebooks on this layer when the cost folder kept them (then RTN searches nothing); without
+    ``memo``, a memo of this layer only."""
+    if not costs.has_scales:
+        return memo
+    index = {b: i for i, b in enumerate(costs.codebooks)}
+    memo = memo if memo is not None else ScaleMemo()
+    memo.seed(name, grid, {b: (index[b], codes[b]) for b in {tile_codebook[t] for t in grid.tile.ravel()}},
+              lambda: costs.scales(name, grid.row_edges[-1], len(grid.col_edges) - 1), damp, search, device)
+    return memo
 
 
 def execute_plan(plan: dict, costs: CostFolder, weights: dict[str, torch.Tensor], hessian: Callable[[str], torch.Tensor],
