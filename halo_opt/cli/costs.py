@@ -50,8 +50,8 @@ def costs_cmd(
     clock_basis: str = typer.Option("absolute", "--clock-basis", help="several --profile: absolute (each codebook's own ps) or "
                                     "anchored (each profile scaled to run its full grid at the first profile's nominal clock)"),
     save_scales: bool = typer.Option(False, "--save-scales", help="also keep every layer's chosen scales (scales.safetensors, "
-                                     "float64, codebooks x output rows x column blocks): RTN then searches none (the closed loop, "
-                                     "Pareto execution); size 8 B x codebooks x params / tile width"),
+                                     "float64, codebooks x output rows x column blocks): RTN in execute, tune and study then reuses "
+                                     "them instead of searching (MX block scales excepted); size 8 B x codebooks x params / tile width"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Build the cost tables the planner reads: error per tile × codebook, latency and energy per layer × DVFS level.

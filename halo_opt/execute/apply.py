@@ -174,16 +174,16 @@ class ScaleMemo:
             seen[need] = True
         return s[idx]
 
-    def seed(self, name: str, grid: "TileGrid", books: dict[str, tuple[int, object]], load, damp: float,
+    def seed(self, name: str, grid: "TileGrid", books: list[tuple[int, object]], load, damp: float,
              scales: "ScaleSearch", device: torch.device | str = "cpu") -> None:
-        """Take the cost stage's chosen scales of layer ``name`` as searched, for ``books`` (name ->
-        (index in the saved scales, codes)); ``load()`` gives them, float64 [C, N, n_col_blocks], and
-        is called only when some are not here yet. ``damp`` and ``scales`` must be those the cost
+        """Take the cost stage's chosen scales of layer ``name`` as searched, for ``books`` ((index in
+        the saved scales, codes) per codebook); ``load()`` gives them, float64 [C, N, n_col_blocks],
+        and is called only when some are not here yet. ``damp`` and ``scales`` must be those the cost
         stage used (the cost folder's): then they are the scales a search here would find, bit for
         bit (``tests/test_exec_fp.py``). ``mx`` codebooks (E8M0 block scales, NaN there) are left out."""
         blocks = list(zip(grid.col_edges, grid.col_edges[1:]))
-        todo = [(i, _book_key(c)) for i, c in books.values()
-                if not is_mx(c) and any((name, c0, c1, _book_key(c), damp, scales) not in self._d for c0, c1 in blocks)]
+        keys = [(i, _book_key(c)) for i, c in books if not is_mx(c)]
+        todo = [(i, bk) for i, bk in keys if any((name, c0, c1, bk, damp, scales) not in self._d for c0, c1 in blocks)]
         if not todo:
             return
         saved = load()

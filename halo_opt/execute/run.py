@@ -90,7 +90,7 @@ def _seeded(memo: ScaleMemo | None, costs: CostFolder, name: str, grid: TileGrid
         return memo
     index = {b: i for i, b in enumerate(costs.codebooks)}
     memo = memo if memo is not None else ScaleMemo()
-    memo.seed(name, grid, {b: (index[b], codes[b]) for b in {tile_codebook[t] for t in grid.tile.ravel()}},
+    memo.seed(name, grid, [(index[b], codes[b]) for b in {tile_codebook[t] for t in grid.tile.ravel()}],
               lambda: costs.scales(name, grid.row_edges[-1], len(grid.col_edges) - 1), damp, search, device)
     return memo
 
