@@ -32,6 +32,8 @@ Set ``OMP_NUM_THREADS=1`` for a serial run (Ray workers get it anyway).
     python benchmarks/bench_scale.py e2e --shape 13b --device cuda --stages calib,costs --out runs/scale13b
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py sweep --points 40 --chunks 40 --workers 8 --out runs/sweep  # scale.md §4.2
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py study --workers 8 --out runs/study
+    OMP_NUM_THREADS=1 python benchmarks/bench_scale.py study --workers 8 --out runs/study --iters 7 --heldout 32 \
+        --weights 0.0625,0.125,0.1875,0.25,0.375,0.5,0.75,1.5,2,3,4,6,8   # 32 points: scale.md §4.2
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py sweep --points 8 --chunks 2 --ray serial --out /tmp/ovh
     python benchmarks/bench_scale.py e2e --shape tiny --out /tmp/t      # CPU smoke of the same code
 """
