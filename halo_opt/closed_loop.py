@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, require
 from .execute.evaluate import parse_target
 from .execute.pipeline import Context, run_plan
 from .execute.tune import TuneResult, tune
@@ -125,10 +125,17 @@ def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str
     from .paths import scenario_file
     from .solve.scenario import load_scenario
 
+    from .calibration.hessian import load_calibration
+    from .costfolder import load_costs_json
+    from .execute.tune import check_range
+
     parse_target(target)
     for s in solvers:
         get_solver(s)
-    check_engine(ray)
+    check_range(lo, hi)
+    check_engine(ray, workers)
+    require(int(threads) >= 1 and int(iters) >= 1, f"--threads and --iters must be at least 1, got {threads} and {iters}")
+    load_costs_json(costs), load_calibration(calib)  # missing or broken folders: one line, before any point starts
     scs = {g: load_scenario(scenario_file(g)) for g in goals}
     args = dict(costs=str(costs), calib=str(calib), model=str(model), target=target, lo=lo, hi=hi, iters=iters,
                 time_limit=time_limit, seed=seed, method=method, blocksize=blocksize, heldout=heldout, seq_len=seq_len,

@@ -179,8 +179,10 @@ def probe(store: str, key: str) -> None:
                            "torch_threads": torch.get_num_threads(), "wall_s": 0.0})
 
 
-def check_engine(engine: str | None) -> None:
-    """Fail fast (one line) if ``engine`` names Ray and Ray is not installed."""
+def check_engine(engine: str | None, workers: int = 1) -> None:
+    """Fail fast (one line) if ``workers`` < 1, or ``engine`` names Ray and Ray is not installed."""
+    if int(workers) < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     if engine in (None, "processes"):
         return
     try:
@@ -193,7 +195,7 @@ def run_jobs(jobs: list[Job], store: Store, engine: str | None = None, workers: 
              description: str = "jobs") -> None:
     """Run ``jobs`` (see the module doc) until every point of every job is in ``store``.
     Jobs whose points are all finished are skipped."""
-    check_engine(engine)
+    check_engine(engine, workers)
     keys = {k for j in jobs for k in j.keys}
     have = store.keys() & keys
     todo = [j for j in jobs if not set(j.keys) <= have]

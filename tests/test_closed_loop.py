@@ -36,7 +36,10 @@ def test_tune_budget_returns_the_largest_tested_budget_meeting_the_target(tmp_pa
     assert res.plan["tile_codebook"] == _plan(costs, sc, res.budget)["tile_codebook"]  # same inputs, same plan
     with pytest.raises(UserError, match="unknown solver"):
         tune_budget(ctx, costs, sc, "gurobi", target)
+    assert best < 1.0  # so cosine >= 1 is possible in principle but missed at every budget
     with pytest.raises(UserError, match="even budget .* misses the target"):
+        tune_budget(ctx, costs, sc, "greedy", "cosine>=1", lo, hi, iters=3, time_limit=5)
+    with pytest.raises(UserError, match="can never be met"):  # refused before any plan
         tune_budget(ctx, costs, sc, "greedy", "cosine>=1.01", lo, hi, iters=3, time_limit=5)
 
 

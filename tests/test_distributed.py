@@ -247,3 +247,23 @@ def test_study_cli_writes_points_and_summary(folders, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [(p["goal"], p["solver"]) for p in out["points"]] == [("performance", "greedy")] and out["points"][0]["budget"] > 0
     assert (tmp_path / "s" / "points" / "performance-greedy.json").is_file() and (tmp_path / "s" / "study.json").is_file()
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"--costs": "nowhere"}, "cost folder nowhere not found"),
+    ({"--calib": "nowhere"}, "calibration folder nowhere not found"),
+    ({"--budget-min": "0.6"}, "need 0 <= --budget-min < --budget-max"),
+    ({"--workers": "0"}, "--workers must be at least 1"),
+    ({"--iters": "0"}, "--threads and --iters must be at least 1"),
+    ({"--target": "cosine>=1.5"}, "can never be met"),
+    ({"--target": "accuracy>=0.9"}, "unknown metric 'accuracy'"),
+])
+def test_study_cli_bad_input_is_one_line_before_any_work(folders, tmp_path, capsys, change, says):
+    tmp, _ = folders
+    opts = {"--target": "cosine>=0.5", "--scenarios": "performance", "--solvers": "greedy", "--costs": str(tmp / "costs"),
+            "--calib": str(tmp / "calib"), "--out": str(tmp_path / "s"), "--budget-max": "0.5", "--iters": "2"} | change
+    with pytest.raises(SystemExit) as e:
+        main(["study", *[x for kv in opts.items() for x in kv], "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "s").exists()  # no partial artifact

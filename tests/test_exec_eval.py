@@ -10,7 +10,7 @@ import torch
 
 from halo_opt.errors import UserError
 from halo_opt.execute import synthetic as syn
-from halo_opt.execute.evaluate import embedding_fidelity, meets, parse_target, perplexity
+from halo_opt.execute.evaluate import RANGE, embedding_fidelity, meets, parse_target, perplexity
 from halo_opt.execute.inputs import load_costs
 from halo_opt.execute.pipeline import Context, run_baselines, run_plan, validate_execution
 from halo_opt.execute.report import write_report
@@ -50,6 +50,24 @@ def test_parse_target():
         parse_target("cosine=0.9")
     with pytest.raises(UserError, match="not measured"):
         meets({"perplexity": 3.0}, parse_target("cosine>=0.9"))
+    with pytest.raises(UserError, match="unknown metric 'cosin'"):
+        parse_target("cosin>=0.9")
+    with pytest.raises(UserError, match="perplexity_float"):  # not a target: it does not depend on the plan
+        parse_target("perplexity_float<=10")
+
+
+@pytest.mark.parametrize("text, ok", [("cosine>=1", True), ("cosine>=1.0001", False), ("cosine_min<=-1", True),
+                                      ("cosine_min<=-1.5", False), ("top1>=1", True), ("top1>=101%", False),
+                                      ("ppl<=-100%", True), ("ppl<=-101%", False), ("perplexity<=1", True),
+                                      ("perplexity<=0.9", False), ("cosine<=2", True), ("ppl>=1e9", True)])
+def test_parse_target_refuses_only_bounds_no_value_meets(text, ok):
+    if ok:
+        name, op, v = parse_target(text)
+        lo, hi = RANGE[name]
+        assert (op == ">=" and v <= hi) or (op == "<=" and v >= lo)
+    else:
+        with pytest.raises(UserError, match="can never be met"):
+            parse_target(text)
 
 
 def _ctx(tmp_path, tile=(8, 6)):

@@ -151,6 +151,11 @@ AGGREGATE = {
 }
 
 
+#: The values each metric can take: a target outside them can never be met.
+RANGE = {"perplexity": (1.0, math.inf), "ppl_increase": (-1.0, math.inf), "cosine_mean": (-1.0, 1.0),
+         "cosine_min": (-1.0, 1.0), "top1_agreement": (0.0, 1.0)}
+
+
 def describe_target(target: tuple[str, str, float]) -> str:
     """One line: the metric, its aggregate and the bound, e.g. for `tune`'s output."""
     name, op, v = target
@@ -167,6 +172,12 @@ def parse_target(text: str) -> tuple[str, str, float]:
         v = float(m.group(3)) / (100 if m.group(4) else 1)
     except ValueError:
         raise UserError(f"target '{text}': '{m.group(3)}' is not a number") from None
+    if name not in RANGE:
+        raise UserError(f"target '{text}': unknown metric '{m.group(1)}'; use one of {', '.join(sorted(RANGE))} "
+                        f"(or {', '.join(sorted(_ALIASES))})")
+    lo, hi = RANGE[name]
+    if (m.group(2) == ">=" and v > hi) or (m.group(2) == "<=" and v < lo):
+        raise UserError(f"target '{text}' can never be met: {name} lies in [{lo:g}, {hi:g}]")
     return name, m.group(2), v
 
 

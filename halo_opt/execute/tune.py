@@ -28,11 +28,16 @@ class TuneResult:
     enforced: str = ""                 # metric, aggregate and bound the bisection enforced (on the tuning split)
 
 
+def check_range(lo: float, hi: float) -> None:
+    """The bisection's budget range: 0 <= lo < hi (else one line naming both options)."""
+    if not (0 <= lo < hi):
+        raise UserError(f"need 0 <= --budget-min < --budget-max, got {lo} and {hi}")
+
+
 def tune(plan_fn: Callable[[float], dict], measure: Callable[[dict], dict], target: tuple[str, str, float],
          lo: float, hi: float, iters: int = 8, rtol: float = 0.02, progress: Callable[[str], None] | None = None) -> TuneResult:
     """Bisection on the budget in [lo, hi] (geometric midpoints; from lo = 0, decades down); see module docstring."""
-    if not (0 <= lo < hi):
-        raise UserError(f"need 0 <= --budget-min < --budget-max, got {lo} and {hi}")
+    check_range(lo, hi)
     cache: dict[float, dict] = {}
 
     def probe(b: float) -> dict:

@@ -183,7 +183,7 @@ def sweep(p: Problem, solvers: list[str], points: int = 12, values=None, param: 
         get_solver(s)
     if param not in ("budget", "energy_cap"):
         raise UserError(f"unknown sweep parameter {param!r}; use budget or energy_cap")
-    check_engine(ray)
+    check_engine(ray, workers)
     if ray is not None and (costs is None or scenario is None):
         raise UserError("a sweep on Ray needs the cost folder and the scenario (tasks build the problem from them)")
     if values is None:
