@@ -80,3 +80,11 @@ def test_shipped_data_from_checkout_or_wheel(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "PACKAGE_DIR", tmp_path / "nowhere")
     with pytest.raises(UserError, match="shipped data not found"):
         paths.data_dir()
+
+
+def test_target_help_names_every_target_metric():
+    from halo_opt.cli.execute import TARGET_HELP
+    from halo_opt.execute.evaluate import RANGE, _ALIASES
+
+    assert all(m in TARGET_HELP for m in RANGE)
+    assert all(f"{name} ({alias})" in TARGET_HELP for alias, name in _ALIASES.items() if alias in ("cosine", "top1", "ppl"))

@@ -11,6 +11,9 @@ from ..planfile import save_plan
 from ..errors import UserError
 from . import app, emit
 
+TARGET_HELP = ("accuracy target metric>=value or metric<=value, e.g. cosine>=0.99 or ppl<=5%; metrics: cosine_mean (cosine), "
+               "cosine_min, top1_agreement (top1) for encoders; ppl_increase (ppl), perplexity for causal LMs")
+
 _BASE = "int8-rtn,int4-rtn,int4-gptq"
 
 
@@ -134,7 +137,7 @@ def execute(
 
 @app.command()
 def tune(
-    target: str = typer.Option(..., "--target", help="accuracy target, e.g. cosine>=0.99 or ppl<=5%"),
+    target: str = typer.Option(..., "--target", help=TARGET_HELP),
     scenario: Path = typer.Option(..., "--scenario", help="scenario (shipped name or TOML path); its budget is what the loop tunes"),
     costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
     out: Path = _opt["out"],
@@ -198,7 +201,7 @@ def tune(
 
 @app.command()
 def study(
-    target: str = typer.Option(..., "--target", help="accuracy target, e.g. cosine>=0.99 or ppl<=5%"),
+    target: str = typer.Option(..., "--target", help=TARGET_HELP),
     scenarios: str = typer.Option("performance,energy,balanced", "--scenarios", help="comma list of scenarios (shipped names or TOML paths)"),
     solvers: str = typer.Option("lagrange,greedy", "--solvers", help="comma list of planner solvers"),
     costs: Path = _opt["costs"], calib: Path = _opt["calib"], model: str = _opt["model"], method: str = _opt["method"],
