@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import UserError, require
 from .execute.evaluate import parse_target
 from .execute.pipeline import Context, run_plan
-from .execute.tune import TuneResult, tune
+from .execute.tune import TuneResult, check_range, tune
 from .solve import get_solver
 from .solve.build import build_problem
 from .solve.planner import plan
@@ -120,14 +120,12 @@ def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str
     ``workers`` local processes or on Ray (``ray``: local | auto | address), every finished point
     kept in ``store`` (a rerun resumes). ``goals``: shipped scenario names or TOML paths. Returns
     the records in goals × solvers order (``key`` = ``<goal>-<solver>``)."""
-    from .distributed import Job, Store, check_engine, run_jobs
-    from .execute.evaluate import parse_target
-    from .paths import scenario_file
-    from .solve.scenario import load_scenario
-
+    from .artifacts import sha256_file
     from .calibration.hessian import load_calibration
     from .costfolder import load_costs_json
-    from .execute.tune import check_range
+    from .distributed import Job, Store, check_engine, run_jobs
+    from .paths import scenario_file
+    from .solve.scenario import load_scenario
 
     parse_target(target)
     for s in solvers:
@@ -135,14 +133,13 @@ def tune_study(costs: str | Path, calib: str | Path, model: str, goals: list[str
     check_range(lo, hi)
     check_engine(ray, workers)
     require(int(threads) >= 1 and int(iters) >= 1, f"--threads and --iters must be at least 1, got {threads} and {iters}")
-    load_costs_json(costs), load_calibration(calib)  # missing or broken folders: one line, before any point starts
+    load_costs_json(costs)  # a missing or broken cost or calibration folder: one line, before any point starts
+    load_calibration(calib)
     scs = {g: load_scenario(scenario_file(g)) for g in goals}
     args = dict(costs=str(costs), calib=str(calib), model=str(model), target=target, lo=lo, hi=hi, iters=iters,
                 time_limit=time_limit, seed=seed, method=method, blocksize=blocksize, heldout=heldout, seq_len=seq_len,
                 text=text, profile=None if profile is None else str(profile), threads=threads)
     st = Store(store)
-    from .artifacts import sha256_file
-
     st.open(args | {"costs_sha256": sha256_file(Path(costs) / "meta.json"), "goals": list(goals), "solvers": list(solvers),
                     "scenarios": {g: s.to_dict() for g, s in scs.items()}})
     jobs = []
